@@ -1,0 +1,1 @@
+"""Command-line entry points: the daemons, the local demo runner and the operator CLI."""

@@ -1,0 +1,1 @@
+"""Configuration: schema, layering (defaults < dynamic < local YAML < env), provenance, validation."""

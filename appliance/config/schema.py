@@ -1,0 +1,166 @@
+"""Typed settings: the local (Patroni-shaped) file, our own sections, and the dynamic (DCS) config."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# PostgreSQL parameters that must be equal (or larger on replicas) cluster-wide: dynamic only.
+CLUSTER_WIDE_PARAMETERS: dict[str, Any] = {
+    "max_connections": 100,
+    "max_locks_per_transaction": 64,
+    "max_worker_processes": 8,
+    "max_prepared_transactions": 0,
+    "wal_level": "replica",
+    "wal_log_hints": "on",
+    "track_commit_timestamp": "off",
+    "max_wal_senders": 10,
+    "max_replication_slots": 10,
+    "wal_keep_size": "128MB",
+}
+# Minimums Patroni enforces for some of them.
+CLUSTER_WIDE_MINIMUMS: dict[str, int] = {
+    "max_connections": 25,
+    "max_locks_per_transaction": 32,
+    "max_worker_processes": 2,
+}
+# Top-level dynamic keys that only the DCS may set (a local value only seeds bootstrap.dcs).
+DYNAMIC_ONLY_KEYS = ("ttl", "loop_wait", "retry_timeout")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UserAuth(_Strict):
+    username: str
+    password: str | None = None
+
+
+class Authentication(_Strict):
+    superuser: UserAuth = UserAuth(username="postgres")
+    replication: UserAuth = UserAuth(username="replicator")
+    rewind: UserAuth | None = None
+
+
+class DynamicPostgresql(_Strict):
+    parameters: dict[str, Any] = Field(default_factory=lambda: dict(CLUSTER_WIDE_PARAMETERS))
+    use_pg_rewind: bool = True
+    use_slots: bool = True
+    pg_hba: list[str] | None = None
+
+
+class DynamicConfig(_Strict):
+    """The DCS ``config`` key (Patroni names). Defaults are the appliance's shipped timings."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    ttl: int = Field(default=6, ge=2)
+    loop_wait: int = Field(default=1, ge=1)
+    retry_timeout: int = Field(default=2, ge=1)
+    maximum_lag_on_failover: int = Field(default=1048576, ge=0)
+    maximum_lag_on_syncnode: int = -1
+    primary_start_timeout: int = Field(default=30, ge=0)
+    primary_stop_timeout: int = Field(default=0, ge=0)
+    synchronous_mode: bool = False
+    synchronous_mode_strict: bool = False
+    synchronous_node_count: int = Field(default=1, ge=1)
+    check_timeline: bool = False
+    max_timelines_history: int = Field(default=0, ge=0)
+    pause: bool = False
+    failsafe_mode: bool = False
+    postgresql: DynamicPostgresql = DynamicPostgresql()
+
+    @model_validator(mode="after")
+    def _timing_rule(self) -> DynamicConfig:
+        if self.loop_wait + 2 * self.retry_timeout > self.ttl:
+            raise ValueError(
+                f"loop_wait + 2*retry_timeout must be <= ttl "
+                f"(got {self.loop_wait} + 2*{self.retry_timeout} > {self.ttl})"
+            )
+        return self
+
+
+class Bootstrap(_Strict):
+    dcs: dict[str, Any] = Field(default_factory=dict)
+    initdb: list[Any] = Field(default_factory=lambda: ["data-checksums", {"encoding": "UTF8"}])
+    pg_hba: list[str] | None = None
+
+
+class RestApi(_Strict):
+    listen: str = "0.0.0.0:8008"
+    connect_address: str = "127.0.0.1:8008"
+    authentication: UserAuth | None = None
+
+
+class Etcd3(_Strict):
+    """The etcd client side (Patroni's ``etcd3`` section): every member's client address."""
+
+    hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1:2379"])
+    protocol: Literal["http", "https"] = "http"
+    username: str | None = None
+    password: str | None = None
+
+
+class Postgresql(_Strict):
+    listen: str = "0.0.0.0:5432"
+    connect_address: str = "127.0.0.1:5432"
+    data_dir: str = "/var/lib/postgresql/data"
+    bin_dir: str = "/usr/lib/postgresql/15/bin"
+    authentication: Authentication = Authentication()
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    pg_hba: list[str] | None = None
+    database: str = "postgres"
+
+
+class EtcdMember(_Strict):
+    """Our own section: the embedded etcd member this appliance runs (see conventions §4)."""
+
+    enabled: bool = True
+    name: str | None = None  # defaults to the node name
+    data_dir: str = "/var/lib/postgresql/etcd"
+    listen_client: str = "0.0.0.0:2379"
+    listen_peer: str = "0.0.0.0:2380"
+    advertise_client: str = "127.0.0.1:2379"
+    advertise_peer: str = "127.0.0.1:2380"
+    initial_cluster: str = ""  # name=http://host:2380,...; empty: just ourselves
+    initial_cluster_token: str = "pgappliance"
+    heartbeat_interval_ms: int = 100
+    election_timeout_ms: int = 1000
+
+
+class Haproxy(_Strict):
+    """Our own section: the local HAProxy (5000 → primary, 5001 → replicas, 7000 → stats)."""
+
+    enabled: bool = True
+    bind_address: str = "0.0.0.0"
+    primary_port: int = 5000
+    replica_port: int = 5001
+    stats_port: int = 7000
+    replica_max_lag: str = "16MB"
+
+
+class Appliance(_Strict):
+    """Our own section: where the appliance keeps runtime state and how it logs."""
+
+    run_dir: str = "/run/pgappliance"
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    peers: list[str] = Field(default_factory=list)  # other nodes' hostnames (for the runtime renderer)
+
+
+class LocalConfig(_Strict):
+    """The local YAML file (Patroni's key names) plus our own sections."""
+
+    scope: str = "pgappliance"
+    namespace: str = "/service/"
+    name: str = "node1"
+    restapi: RestApi = RestApi()
+    etcd3: Etcd3 = Etcd3()
+    bootstrap: Bootstrap = Bootstrap()
+    postgresql: Postgresql = Postgresql()
+    tags: dict[str, Any] = Field(default_factory=dict)
+    etcd: EtcdMember = EtcdMember()
+    haproxy: Haproxy = Haproxy()
+    appliance: Appliance = Appliance()

@@ -1,0 +1,162 @@
+"""Immutable snapshot types shared by the pure core, the DCS adapter and the manager."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Role(str, Enum):
+    """PostgreSQL role as reported by Patroni (``role`` in members/<name> and /patroni)."""
+
+    PRIMARY = "primary"
+    REPLICA = "replica"
+    STANDBY_LEADER = "standby_leader"
+    UNINITIALIZED = "uninitialized"
+
+
+class PgState(str, Enum):
+    """PostgreSQL process state, with Patroni's wording (``state`` in members/<name>)."""
+
+    RUNNING = "running"
+    STARTING = "starting"
+    STOPPED = "stopped"
+    STOPPING = "stopping"
+    CRASHED = "crashed"
+    START_FAILED = "start failed"
+    INITDB = "initializing new cluster"
+    INITDB_FAILED = "initdb failed"
+    CREATING_REPLICA = "creating replica"
+    RESTARTING = "restarting"
+    REWINDING = "rewinding"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One ``members/<name>`` key: what a node publishes about itself every loop."""
+
+    name: str
+    conn_url: str = ""
+    api_url: str = ""
+    state: str = PgState.UNKNOWN.value
+    role: str = Role.UNINITIALIZED.value
+    version: str = ""
+    xlog_location: int | None = None
+    timeline: int | None = None
+    replication_state: str | None = None
+    receive_lsn: int | None = None
+    replay_lsn: int | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
+    pending_restart: bool = False
+    pending_restart_reason: dict[str, Any] | None = None
+    # Anything else a Patroni member may carry (proxy_url, scheduled_restart, ...), kept verbatim.
+    extra: dict[str, Any] = field(default_factory=dict)
+    # etcd bookkeeping; not part of the JSON value.
+    mod_revision: int = 0
+
+    @property
+    def nofailover(self) -> bool:
+        return _truthy(self.tags.get("nofailover"))
+
+    @property
+    def failover_priority(self) -> int:
+        if self.nofailover:
+            return 0
+        try:
+            return int(self.tags.get("failover_priority", 1))
+        except (TypeError, ValueError):
+            return 1
+
+    @property
+    def nosync(self) -> bool:
+        return _truthy(self.tags.get("nosync"))
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)
+
+
+@dataclass(frozen=True)
+class Leader:
+    """The ``leader`` key: the member name, attached to its owner's lease."""
+
+    name: str
+    mod_revision: int = 0
+    lease: int = 0
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """The ``sync`` key: ``{"leader": ..., "sync_standby": "a,b" | null, "quorum": int | null}``."""
+
+    leader: str | None = None
+    sync_standby: tuple[str, ...] = ()
+    quorum: int | None = None
+    mod_revision: int = 0
+
+    def matches(self, name: str | None) -> bool:
+        return name is not None and (name == self.leader or name in self.sync_standby)
+
+
+@dataclass(frozen=True)
+class Failover:
+    """The ``failover`` key: a requested switchover (``leader`` set) or failover (only ``member``)."""
+
+    leader: str | None = None
+    member: str | None = None
+    scheduled_at: str | None = None
+    mod_revision: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not self.leader and not self.member
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One ``history`` row: ``[timeline, lsn, reason, iso_timestamp, new_leader]``."""
+
+    timeline: int
+    lsn: int
+    reason: str
+    timestamp: str | None = None
+    new_leader: str | None = None
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """The ``status`` key: ``{"optime": int, "slots": {...}, "retain_slots": [...]}``."""
+
+    optime: int | None = None
+    slots: dict[str, int] = field(default_factory=dict)
+    retain_slots: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """Everything under ``/<namespace>/<scope>/``, read once (linearizably) per tick."""
+
+    initialize: str | None = None  # None: key absent; "": bootstrap running; else the sysid
+    config: dict[str, Any] | None = None
+    config_revision: int = 0
+    leader: Leader | None = None
+    members: tuple[Member, ...] = ()
+    sync: SyncState | None = None
+    failover: Failover | None = None
+    history: tuple[HistoryEntry, ...] = ()
+    status: ClusterStatus = field(default_factory=ClusterStatus)
+    failsafe: dict[str, str] | None = None
+
+    def member(self, name: str | None) -> Member | None:
+        for m in self.members:
+            if m.name == name:
+                return m
+        return None
+
+    @property
+    def leader_name(self) -> str | None:
+        return self.leader.name if self.leader else None

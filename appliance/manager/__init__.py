@@ -1,0 +1,1 @@
+"""The HA loop: observe -> decide -> execute, and the local state it publishes for the API."""

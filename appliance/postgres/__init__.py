@@ -1,0 +1,1 @@
+"""PostgreSQL control: initdb, basebackup, start/stop, promote, demote, rewind, status, conf files."""

@@ -1,0 +1,1 @@
+"""Runtime rendering: supervisord, etcd member and HAProxy configuration from the effective settings."""
