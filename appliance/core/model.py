@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     """PostgreSQL role as reported by Patroni (``role`` in members/<name> and /patroni)."""
 
     PRIMARY = "primary"
@@ -16,7 +16,7 @@ class Role(str, Enum):
     UNINITIALIZED = "uninitialized"
 
 
-class PgState(str, Enum):
+class PgState(StrEnum):
     """PostgreSQL process state, with Patroni's wording (``state`` in members/<name>)."""
 
     RUNNING = "running"
@@ -141,6 +141,7 @@ class ClusterView:
     """Everything under ``/<namespace>/<scope>/``, read once (linearizably) per tick."""
 
     initialize: str | None = None  # None: key absent; "": bootstrap running; else the sysid
+    initialize_revision: int = 0
     config: dict[str, Any] | None = None
     config_revision: int = 0
     leader: Leader | None = None

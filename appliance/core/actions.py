@@ -1,0 +1,150 @@
+"""The actions decide() returns; the executor performs them in order and stops at the first failure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from appliance.core.model import Member, Role
+
+
+class DemoteMode(StrEnum):
+    GRACEFUL = "graceful"  # switchover / shutdown: fast stop, replicas receive the shutdown checkpoint
+    IMMEDIATE = "immediate"  # lost the lock or another leader exists: stop accepting writes now
+
+
+@dataclass(frozen=True)
+class Action:
+    reason: str
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True)
+class Wait(Action):
+    """Nothing to do this tick; the reason says what we are waiting for."""
+
+
+@dataclass(frozen=True)
+class Fatal(Action):
+    """Refuse to continue (e.g. the data directory belongs to another cluster)."""
+
+
+@dataclass(frozen=True)
+class TakeInitialize(Action):
+    """Race for the ``initialize`` key (create-only)."""
+
+
+@dataclass(frozen=True)
+class SetInitialize(Action):
+    sysid: str = ""
+
+
+@dataclass(frozen=True)
+class CancelInitialize(Action):
+    revision: int | None = None
+
+
+@dataclass(frozen=True)
+class AcquireLeader(Action):
+    """Create the leader key on our lease (atomic); fails the chain if someone else got it."""
+
+
+@dataclass(frozen=True)
+class UpdateLeader(Action):
+    """Confirm the leader key is ours and on our current lease."""
+
+
+@dataclass(frozen=True)
+class ReleaseLeader(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class WriteConfigKey(Action):
+    """Seed the DCS ``config`` key from bootstrap.dcs (create-only)."""
+
+
+@dataclass(frozen=True)
+class Bootstrap(Action):
+    """Long job: initdb with checksums, start as primary, create the replication role."""
+
+
+@dataclass(frozen=True)
+class Clone(Action):
+    """Long job: pg_basebackup from ``source`` into the empty data dir, then start as its replica."""
+
+    source: Member | None = None
+
+
+@dataclass(frozen=True)
+class Rewind(Action):
+    """Long job: stop, pg_rewind from ``source``, then start as its replica."""
+
+    source: Member | None = None
+
+
+@dataclass(frozen=True)
+class Reinitialize(Action):
+    """Long job: wipe the data dir and clone afresh from ``source``."""
+
+    source: Member | None = None
+
+
+@dataclass(frozen=True)
+class StartPostgres(Action):
+    role: Role = Role.REPLICA
+    leader: Member | None = None  # whom a replica follows (None: read-only, no upstream)
+
+
+@dataclass(frozen=True)
+class Promote(Action):
+    strict_sync: bool = False  # keep commits blocked until a sync standby is confirmed
+
+
+@dataclass(frozen=True)
+class Demote(Action):
+    mode: DemoteMode = DemoteMode.IMMEDIATE
+    release: bool = True  # release the leader key once PostgreSQL is down
+
+
+@dataclass(frozen=True)
+class Follow(Action):
+    """Point primary_conninfo/primary_slot_name at ``leader`` (reload; no restart on PG 13+)."""
+
+    leader: Member | None = None
+
+
+@dataclass(frozen=True)
+class WriteStatus(Action):
+    optime: int = 0
+
+
+@dataclass(frozen=True)
+class EnsureSlots(Action):
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WriteSync(Action):
+    """Write the ``sync`` key: leader = us, sync_standby = ``standbys`` (CAS on ``revision``)."""
+
+    standbys: tuple[str, ...] = ()
+    revision: int | None = None
+
+
+@dataclass(frozen=True)
+class SetSyncStandbyNames(Action):
+    value: str = ""
+
+
+@dataclass(frozen=True)
+class ClearFailover(Action):
+    revision: int | None = None
+
+
+@dataclass(frozen=True)
+class ReconcileConfig(Action):
+    """Rewrite our PostgreSQL configuration from the effective settings and reload."""

@@ -1,0 +1,190 @@
+"""decide(view, local, settings) -> actions: the whole HA policy as one pure function."""
+
+from __future__ import annotations
+
+from appliance.core import actions as a
+from appliance.core.election import diverged, ineligible_reason
+from appliance.core.model import ClusterView, Member, Role
+from appliance.core.state import DataDir, HaSettings, LocalState
+from appliance.core.switchover import switchover_actions
+from appliance.core.sync import sync_actions
+
+
+def decide(view: ClusterView | None, local: LocalState, cfg: HaSettings) -> list[a.Action]:
+    """Return the actions for this tick. ``view`` is None when the DCS could not be read."""
+    if local.job is not None:
+        return _job_running(view, local)
+    if view is None:
+        return _dcs_unreachable(local, cfg)
+    if local.data_dir is DataDir.INVALID:
+        return [a.Fatal("data directory is neither empty nor a PostgreSQL cluster; refusing to touch it")]
+    if local.data_dir is DataDir.VALID and view.initialize and local.sysid and view.initialize != local.sysid:
+        return [a.Fatal(f"data directory belongs to system {local.sysid}, the cluster is {view.initialize}; "
+                        "refusing to join the wrong cluster")]
+    failed = _job_failed(view, local)
+    if failed is not None:
+        return failed
+    if local.data_dir is DataDir.EMPTY:
+        return _empty_data_dir(view, local)
+    if not local.running:
+        return _not_running(view, local, cfg)
+    if view.leader is None:
+        return _leader_race(view, local, cfg)
+    if view.leader.name == local.name:
+        return _as_leader(view, local, cfg)
+    return _as_follower(view, local, cfg)
+
+
+def _job_running(view: ClusterView | None, local: LocalState) -> list[a.Action]:
+    acts: list[a.Action] = []
+    if view is not None and view.leader_name == local.name:
+        acts.append(a.UpdateLeader(f"keep the leader key while {local.job} runs"))
+    acts.append(a.Wait(f"{local.job} in progress"))
+    return acts
+
+
+def _dcs_unreachable(local: LocalState, cfg: HaSettings) -> list[a.Action]:
+    if not (local.running and local.role is Role.PRIMARY):
+        return [a.Wait("DCS unreachable: keep replicating, never promote")]
+    if cfg.pause:
+        return [a.Wait("DCS unreachable while paused: keep running")]
+    if local.lease_ok_at is not None and local.now - local.lease_ok_at < cfg.retry_timeout:
+        return [a.Wait("DCS unreachable for less than retry_timeout: keep running")]
+    return [a.Demote("DCS unreachable for longer than retry_timeout: stop accepting writes before "
+                     "the leader lease can expire elsewhere", mode=a.DemoteMode.IMMEDIATE, release=False)]
+
+
+def _job_failed(view: ClusterView, local: LocalState) -> list[a.Action] | None:
+    res = local.job_result
+    if res is None or res.ok:
+        return None
+    leader = _running_leader(view, local)
+    if res.job == "bootstrap":
+        return [a.CancelInitialize(f"bootstrap failed: {res.detail}", revision=view.initialize_revision),
+                a.ReleaseLeader("bootstrap failed")]
+    if res.job == "rewind" and leader is not None:
+        return [a.Reinitialize(f"pg_rewind failed ({res.detail}): re-clone from {leader.name}", source=leader)]
+    return None
+
+
+def _running_leader(view: ClusterView, local: LocalState) -> Member | None:
+    if view.leader is None or view.leader.name == local.name:
+        return None
+    member = view.member(view.leader.name)
+    if member is None or member.state != "running":
+        return None
+    return member
+
+
+def _empty_data_dir(view: ClusterView, local: LocalState) -> list[a.Action]:
+    acts: list[a.Action] = []
+    if view.leader_name == local.name:
+        acts.append(a.ReleaseLeader("data directory is empty"))
+        return acts
+    if view.initialize is None:
+        if view.leader is not None:
+            return [a.Wait(f"{view.leader.name} holds the leader key of an uninitialized cluster")]
+        return [a.TakeInitialize("cluster not initialized: race to bootstrap it"),
+                a.AcquireLeader("won the initialize race"),
+                a.Bootstrap("won the initialize race: initdb a new cluster")]
+    if view.initialize == "":
+        if view.leader is None:
+            return [a.CancelInitialize("bootstrap abandoned: initialize is empty and nobody holds the lock",
+                                       revision=view.initialize_revision)]
+        return [a.Wait(f"{view.leader.name} is bootstrapping the cluster")]
+    leader = _running_leader(view, local)
+    if leader is None:
+        return [a.Wait("data directory is empty and there is no running leader to clone from")]
+    return [a.Clone(f"empty data directory: clone from the leader {leader.name}", source=leader)]
+
+
+def _not_running(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[a.Action]:
+    if view.leader_name == local.name:
+        since = local.pg_down_since
+        if not cfg.pause and since is not None and local.now - since > cfg.primary_start_timeout:
+            return [a.ReleaseLeader("PostgreSQL did not come back within primary_start_timeout: let a "
+                                    "replica take over")]
+        role = Role.PRIMARY if local.was_primary else Role.REPLICA
+        return [a.UpdateLeader("holding the lock while PostgreSQL is down"),
+                a.StartPostgres("we hold the leader key: restart PostgreSQL in place", role=role)]
+    if view.leader is None:
+        return [a.StartPostgres("no leader: start read-only, then take part in the leader race",
+                                role=Role.REPLICA)]
+    leader = _running_leader(view, local)
+    if local.was_primary:
+        if cfg.pause:
+            return [a.Wait("paused: a former primary is not rewound automatically")]
+        if leader is None:
+            return [a.Wait(f"former primary waits for the leader {view.leader.name} to run before rejoining")]
+        if cfg.use_pg_rewind:
+            return [a.Rewind(f"former primary: pg_rewind from {leader.name} before following it",
+                             source=leader)]
+        return [a.Reinitialize(f"former primary and use_pg_rewind is off: re-clone from {leader.name}",
+                               source=leader)]
+    upstream = leader or view.member(view.leader.name)
+    return [a.StartPostgres(f"start as a replica of {view.leader.name}", role=Role.REPLICA, leader=upstream)]
+
+
+def _leader_race(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[a.Action]:
+    if cfg.pause:
+        if local.role is Role.PRIMARY:
+            return [a.AcquireLeader("paused: the running primary keeps the lock")]
+        return [a.Wait("paused: no automatic promotion")]
+    why_not = ineligible_reason(view, local, cfg)
+    if why_not is not None:
+        if local.role is Role.PRIMARY:
+            return [a.Demote(f"no leader key and not eligible to keep it: {why_not}",
+                             mode=a.DemoteMode.IMMEDIATE, release=False)]
+        return [a.Wait(f"leader race: not eligible ({why_not})")]
+    if local.role is Role.PRIMARY:
+        return [a.AcquireLeader("running primary re-takes the free leader key")]
+    return [a.AcquireLeader("leader key is free and this node is the healthiest"),
+            a.Promote("won the leader race", strict_sync=cfg.synchronous_mode and cfg.synchronous_mode_strict)]
+
+
+def _as_leader(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[a.Action]:
+    acts: list[a.Action] = [a.UpdateLeader("renew the leader key")]
+    if local.role is not Role.PRIMARY:
+        if cfg.pause:
+            return [*acts, a.Wait("paused: holding the lock as a replica, not promoting")]
+        strict = cfg.synchronous_mode and cfg.synchronous_mode_strict
+        return [*acts, a.Promote("holding the leader key while running as a replica", strict_sync=strict)]
+    if not view.initialize and local.sysid:
+        acts.append(a.SetInitialize("record the system identifier", sysid=local.sysid))
+    if view.config is None:
+        acts.append(a.WriteConfigKey("seed the dynamic configuration from bootstrap.dcs"))
+    switch = switchover_actions(view, local, cfg)
+    if switch is not None:
+        return acts + switch
+    if local.wal_position is not None and local.wal_position != view.status.optime:
+        acts.append(a.WriteStatus("publish the primary's WAL position", optime=local.wal_position))
+    if cfg.use_slots:
+        names = tuple(sorted({m.name for m in view.members if m.name != local.name} | set(cfg.permanent_slots)))
+        acts.append(a.EnsureSlots("one physical slot per member", names=names))
+    acts.extend(sync_actions(view, local, cfg))
+    if local.config_stale:
+        acts.append(a.ReconcileConfig("effective PostgreSQL settings changed"))
+    return acts
+
+
+def _as_follower(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[a.Action]:
+    assert view.leader is not None
+    leader_name = view.leader.name
+    if local.role is Role.PRIMARY:
+        if cfg.pause:
+            return [a.Wait(f"paused: running as primary while {leader_name} holds the lock")]
+        return [a.Demote(f"{leader_name} holds the leader key: stop accepting writes now",
+                         mode=a.DemoteMode.IMMEDIATE, release=False)]
+    leader = _running_leader(view, local)
+    if leader is not None and local.replication_state != "streaming" and diverged(view, local):
+        if cfg.pause:
+            return [a.Wait("paused: diverged from the leader's timeline, not rewinding")]
+        return [a.Rewind(f"timeline {local.timeline} diverged from {leader.name}'s history", source=leader)]
+    upstream = view.member(cfg.replicatefrom) if cfg.replicatefrom else None
+    target = upstream or leader or view.member(leader_name)
+    acts: list[a.Action] = []
+    if target is not None and local.following != target.name:
+        acts.append(a.Follow(f"follow {target.name}", leader=target))
+    if local.config_stale:
+        acts.append(a.ReconcileConfig("effective PostgreSQL settings changed"))
+    return acts or [a.Wait(f"replica of {leader_name}")]

@@ -1,0 +1,89 @@
+"""Who may become leader: eligibility, the healthiest-node check, and timeline divergence."""
+
+from __future__ import annotations
+
+from appliance.core.model import ClusterView, Role
+from appliance.core.state import HaSettings, LocalState, PeerStatus
+
+
+def ineligible_reason(view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
+    """Why this node must not take the leader key now, or None when it may."""
+    own = _own_limitation(view, local, cfg)
+    if own:
+        return own
+    candidate = _requested_candidate(view)
+    if candidate == local.name:
+        return None  # a manual failover names us: the API already checked the candidate
+    if candidate is not None and _peer_alive(local.peers, candidate):
+        return f"a manual failover names {candidate}"
+    for peer in local.peers:
+        why = _peer_beats_us(peer, view, local, cfg)
+        if why:
+            return why
+    return None
+
+
+def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
+    if cfg.nofailover:
+        return "tagged nofailover"
+    if cfg.failover_priority <= 0:
+        return f"failover_priority is {cfg.failover_priority}"
+    fo = view.failover
+    if fo is not None and fo.leader == local.name and not fo.scheduled_at:
+        return "a switchover away from this node is in progress"
+    if local.wal_position is None:
+        return "WAL position unknown"
+    if cfg.synchronous_mode and view.sync is not None and view.sync.leader and not view.sync.matches(local.name):
+        listed = ",".join(view.sync.sync_standby) or "none"
+        return f"synchronous_mode: not named in the sync key (sync standbys: {listed})"
+    optime = view.status.optime
+    if optime is not None and optime - local.wal_position > cfg.maximum_lag_on_failover:
+        lag = optime - local.wal_position
+        return f"lag {lag} bytes exceeds maximum_lag_on_failover ({cfg.maximum_lag_on_failover})"
+    if cfg.check_timeline and local.timeline is not None:
+        cluster_tl = max((h.timeline + 1 for h in view.history), default=None)
+        if cluster_tl is not None and local.timeline < cluster_tl:
+            return f"timeline {local.timeline} is behind the cluster's {cluster_tl}"
+    return None
+
+
+def _requested_candidate(view: ClusterView) -> str | None:
+    fo = view.failover
+    if fo is None or fo.empty or fo.scheduled_at:
+        return None
+    return fo.member
+
+
+def _peer_alive(peers: tuple[PeerStatus, ...], name: str) -> bool:
+    return any(p.name == name and p.reachable and p.running for p in peers)
+
+
+def _peer_beats_us(peer: PeerStatus, view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
+    if peer.name == local.name or not peer.reachable:
+        return None
+    if peer.running and peer.role == Role.PRIMARY.value:
+        return f"{peer.name} is still running as primary"
+    if peer.nofailover or peer.failover_priority <= 0:
+        return None
+    if cfg.synchronous_mode and view.sync is not None and view.sync.leader and not view.sync.matches(peer.name):
+        return None
+    if peer.wal_position is None or local.wal_position is None:
+        return None
+    if peer.wal_position > local.wal_position:
+        return f"{peer.name} has more WAL ({peer.wal_position} > {local.wal_position})"
+    if peer.wal_position == local.wal_position and peer.failover_priority > cfg.failover_priority:
+        return f"{peer.name} has the same WAL and a higher failover_priority"
+    return None
+
+
+def diverged(view: ClusterView, local: LocalState) -> bool:
+    """True when our WAL goes past the point where the leader's history forked off our timeline."""
+    if local.timeline is None or local.wal_position is None:
+        return False
+    for entry in view.history:
+        if entry.timeline == local.timeline:
+            return local.wal_position > entry.lsn
+    leader = view.member(view.leader_name)
+    if leader is not None and leader.timeline is not None:
+        return local.timeline > leader.timeline
+    return False

@@ -1,0 +1,97 @@
+"""What one node knows about itself in one tick (LocalState) and the HA settings decide() obeys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from appliance.core.model import Role
+
+
+class DataDir(StrEnum):
+    """The data directory as found on disk."""
+
+    EMPTY = "empty"  # missing or empty: safe to initdb or clone into
+    VALID = "valid"  # a PostgreSQL cluster
+    INVALID = "invalid"  # not empty, not a cluster: never touched automatically
+
+
+@dataclass(frozen=True)
+class StandbyConn:
+    """One row of pg_stat_replication on the primary."""
+
+    application_name: str
+    state: str
+    sync_state: str
+    flush_lsn: int | None = None
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    """A peer's answer to GET /patroni during a leader race (reachable=False: no answer in time)."""
+
+    name: str
+    reachable: bool
+    role: str | None = None
+    running: bool = False
+    wal_position: int | None = None
+    failover_priority: int = 1
+    nofailover: bool = False
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """Outcome of the last long job (bootstrap, clone, rewind, reinitialize), consumed by one tick."""
+
+    job: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class LocalState:
+    """This node's observation for one tick. ``now`` is monotonic; ``wall_time`` is epoch seconds."""
+
+    name: str
+    now: float
+    wall_time: float = 0.0
+    data_dir: DataDir = DataDir.EMPTY
+    sysid: str | None = None
+    running: bool = False
+    role: Role | None = None  # PRIMARY or REPLICA while running
+    timeline: int | None = None
+    wal_position: int | None = None  # primary: flush LSN; replica: max(receive, replay)
+    replication_state: str | None = None  # "streaming" | "in archive recovery"
+    following: str | None = None  # member we are configured to stream from
+    was_primary: bool = False  # stopped data dir was last a primary (pg_control)
+    job: str | None = None  # a long job in progress
+    job_result: JobResult | None = None
+    lease_ok_at: float | None = None  # when the last successful lease keepalive was sent
+    pg_down_since: float | None = None  # first tick we held the lock with PostgreSQL down
+    replication: tuple[StandbyConn, ...] = ()
+    synchronous_standby_names: str = ""
+    ssn_set_lsn: int | None = None  # primary's flush LSN right after the current ssn took effect
+    config_stale: bool = False  # effective parameters differ from what PostgreSQL runs with
+    peers: tuple[PeerStatus, ...] = ()
+
+
+@dataclass(frozen=True)
+class HaSettings:
+    """The settings decide() reads: the dynamic config plus this node's tags."""
+
+    ttl: int = 6
+    loop_wait: int = 1
+    retry_timeout: int = 2
+    maximum_lag_on_failover: int = 1048576
+    primary_start_timeout: int = 30
+    synchronous_mode: bool = False
+    synchronous_mode_strict: bool = False
+    synchronous_node_count: int = 1
+    pause: bool = False
+    use_pg_rewind: bool = True
+    use_slots: bool = True
+    check_timeline: bool = False
+    nofailover: bool = False
+    failover_priority: int = 1
+    replicatefrom: str | None = None
+    permanent_slots: tuple[str, ...] = field(default_factory=tuple)

@@ -1,0 +1,74 @@
+"""Synchronous replication: keep the ``sync`` key and synchronous_standby_names consistent.
+
+Order matters for safety (synchronous_mode_strict: no acknowledged commit may be lost):
+- a standby leaves the ``sync`` key *before* it leaves synchronous_standby_names;
+- a standby joins the ``sync`` key only *after* synchronous_standby_names names it, PostgreSQL
+  reports it as sync, and it has flushed past the LSN the primary had when that setting took
+  effect (so it holds every commit acknowledged before it became synchronous).
+"""
+
+from __future__ import annotations
+
+from appliance.core.actions import Action, SetSyncStandbyNames, WriteSync
+from appliance.core.model import ClusterView
+from appliance.core.state import HaSettings, LocalState
+
+STRICT_PLACEHOLDER = "__patroni_strict_sync_replica_placeholder__"
+
+
+def format_ssn(names: tuple[str, ...], count: int) -> str:
+    """synchronous_standby_names for FIRST-n semantics (Patroni's non-quorum mode)."""
+    if not names:
+        return ""
+    quoted = ",".join(f'"{n}"' for n in names)
+    return f"FIRST {min(count, len(names))} ({quoted})"
+
+
+def desired_standbys(view: ClusterView, local: LocalState, cfg: HaSettings) -> tuple[str, ...]:
+    """Streaming replicas that are members, not tagged nosync, sorted; the first n are wanted."""
+    candidates = []
+    for conn in local.replication:
+        member = view.member(conn.application_name)
+        if member is None or member.nosync or conn.state != "streaming":
+            continue
+        candidates.append(conn.application_name)
+    return tuple(sorted(candidates)[: cfg.synchronous_node_count])
+
+
+def sync_actions(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[Action]:
+    """Actions a primary holding the lock takes this tick for synchronous replication."""
+    ours = view.sync is not None and view.sync.leader == local.name
+    current = set(view.sync.sync_standby) if (ours and view.sync) else set()
+    revision = view.sync.mod_revision if view.sync is not None else None
+    if not cfg.synchronous_mode:
+        acts: list[Action] = []
+        if local.synchronous_standby_names:
+            acts.append(SetSyncStandbyNames("synchronous_mode is off", value=""))
+        if view.sync is not None and (view.sync.sync_standby or not ours):
+            acts.append(WriteSync("synchronous_mode is off", standbys=(), revision=revision))
+        return acts
+    desired = desired_standbys(view, local, cfg)
+    keep = current & set(desired)
+    if not ours or keep != current:
+        dropped = ",".join(sorted(current - keep)) or "none"
+        return [WriteSync(f"sync key: leader is us, dropping {dropped}", standbys=tuple(sorted(keep)),
+                          revision=revision)]
+    target = format_ssn(desired, cfg.synchronous_node_count)
+    if not target and cfg.synchronous_mode_strict:
+        target = STRICT_PLACEHOLDER
+    if local.synchronous_standby_names != target:
+        return [SetSyncStandbyNames(f"synchronous standbys wanted: {','.join(desired) or 'none'}",
+                                    value=target)]
+    confirmed = {
+        c.application_name
+        for c in local.replication
+        if c.sync_state == "sync"
+        and c.flush_lsn is not None
+        and local.ssn_set_lsn is not None
+        and c.flush_lsn >= local.ssn_set_lsn
+    }
+    add = {d for d in desired if d not in keep and d in confirmed}
+    if add:
+        return [WriteSync(f"sync key: {','.join(sorted(add))} confirmed synchronous",
+                          standbys=tuple(sorted(keep | add)), revision=revision)]
+    return []

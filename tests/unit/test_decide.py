@@ -1,0 +1,229 @@
+"""Table tests of decide(): one row per transition of the HA policy."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from appliance.core import actions as a
+from appliance.core.decide import decide
+from appliance.core.model import (
+    ClusterStatus,
+    ClusterView,
+    Failover,
+    HistoryEntry,
+    Leader,
+    Member,
+    Role,
+    SyncState,
+)
+from appliance.core.state import DataDir, HaSettings, JobResult, LocalState, PeerStatus, StandbyConn
+
+SYSID = "7300000000000000001"
+
+
+def member(name: str, state: str = "running", role: str = "replica", **kw: object) -> Member:
+    return Member(name=name, conn_url=f"postgres://{name}:5432/postgres", api_url=f"http://{name}:8008/patroni",
+                  state=state, role=role, **kw)  # type: ignore[arg-type]
+
+
+def view(leader: str | None = "n1", **kw: object) -> ClusterView:
+    members = (member("n1", role="primary"), member("n2"), member("n3"))
+    base = ClusterView(initialize=SYSID, config={"ttl": 6}, leader=Leader(leader) if leader else None,
+                       members=members, status=ClusterStatus(optime=1000))
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def replica(name: str = "n2", **kw: object) -> LocalState:
+    base = LocalState(name=name, now=100.0, data_dir=DataDir.VALID, sysid=SYSID, running=True,
+                      role=Role.REPLICA, timeline=1, wal_position=1000, replication_state="streaming",
+                      following="n1", lease_ok_at=99.5)
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def primary(name: str = "n1", **kw: object) -> LocalState:
+    base = LocalState(name=name, now=100.0, data_dir=DataDir.VALID, sysid=SYSID, running=True,
+                      role=Role.PRIMARY, timeline=1, wal_position=1000, lease_ok_at=99.5)
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def kinds(actions: list[a.Action]) -> list[str]:
+    return [x.kind for x in actions]
+
+
+CFG = HaSettings()
+SYNC = HaSettings(synchronous_mode=True, synchronous_mode_strict=True)
+
+CASES = [
+    # (id, view, local, settings, expected action kinds)
+    ("bootstrap race", ClusterView(), LocalState(name="n1", now=1.0), CFG,
+     ["TakeInitialize", "AcquireLeader", "Bootstrap"]),
+    ("uninitialized but someone holds the lock", ClusterView(leader=Leader("n2")),
+     LocalState(name="n1", now=1.0), CFG, ["Wait"]),
+    ("bootstrap in progress elsewhere", ClusterView(initialize="", leader=Leader("n2")),
+     LocalState(name="n1", now=1.0), CFG, ["Wait"]),
+    ("abandoned bootstrap is cancelled", ClusterView(initialize="", initialize_revision=7),
+     LocalState(name="n1", now=1.0), CFG, ["CancelInitialize"]),
+    ("empty data dir clones from the running leader", view(), LocalState(name="n2", now=1.0), CFG, ["Clone"]),
+    ("empty data dir, leader not running: wait",
+     view(members=(member("n1", state="stopped", role="primary"),)), LocalState(name="n2", now=1.0), CFG, ["Wait"]),
+    ("initdb never runs over an invalid data dir", ClusterView(),
+     LocalState(name="n1", now=1.0, data_dir=DataDir.INVALID), CFG, ["Fatal"]),
+    ("wrong cluster sysid is fatal", view(), replica(sysid="999"), CFG, ["Fatal"]),
+    ("long job keeps the leader key", view(), primary(job="rewind"), CFG, ["UpdateLeader", "Wait"]),
+    ("healthy replica following the leader: nothing to do", view(), replica(), CFG, ["Wait"]),
+    ("replica follows a new leader", view(leader="n3"), replica(), CFG, ["Follow"]),
+    ("leader renews, publishes status and slots", view(), primary(wal_position=2000), CFG,
+     ["UpdateLeader", "WriteStatus", "EnsureSlots"]),
+    ("leader records sysid in an empty initialize", view(initialize=""), primary(), CFG,
+     ["UpdateLeader", "SetInitialize", "EnsureSlots"]),
+    ("leader seeds the config key", view(config=None), primary(), CFG,
+     ["UpdateLeader", "WriteConfigKey", "EnsureSlots"]),
+    ("lock holder running as replica promotes", view(leader="n2"), replica(), CFG, ["UpdateLeader", "Promote"]),
+    ("primary seeing another leader demotes now", view(leader="n2"), primary(), CFG, ["Demote"]),
+    ("race won", view(leader=None), replica(), CFG, ["AcquireLeader", "Promote"]),
+    ("race lost to a peer with more WAL", view(leader=None),
+     replica(peers=(PeerStatus("n3", True, "replica", True, 1500),)), CFG, ["Wait"]),
+    ("unreachable peers do not block the race", view(leader=None),
+     replica(peers=(PeerStatus("n3", False),)), CFG, ["AcquireLeader", "Promote"]),
+    ("a peer still running as primary blocks the race", view(leader=None),
+     replica(peers=(PeerStatus("n1", True, "primary", True, 900),)), CFG, ["Wait"]),
+    ("equal WAL, higher priority peer wins", view(leader=None),
+     replica(peers=(PeerStatus("n3", True, "replica", True, 1000, failover_priority=5),)), CFG, ["Wait"]),
+    ("lagging replica never wins", view(leader=None, status=ClusterStatus(optime=10_000_000)), replica(), CFG,
+     ["Wait"]),
+    ("nofailover never wins", view(leader=None), replica(), HaSettings(nofailover=True), ["Wait"]),
+    ("sync mode: node not in the sync key never wins", view(leader=None, sync=SyncState("n1", ("n3",))),
+     replica(), SYNC, ["Wait"]),
+    ("sync mode: the sync standby wins", view(leader=None, sync=SyncState("n1", ("n2",))), replica(), SYNC,
+     ["AcquireLeader", "Promote"]),
+    ("paused: no automatic promotion", view(leader=None), replica(), HaSettings(pause=True), ["Wait"]),
+    ("paused: no demotion of a primary seeing another leader", view(leader="n2"), primary(),
+     HaSettings(pause=True), ["Wait"]),
+    ("DCS error within retry_timeout keeps the primary", None, primary(lease_ok_at=99.0), CFG, ["Wait"]),
+    ("DCS error beyond retry_timeout demotes", None, primary(lease_ok_at=97.0), CFG, ["Demote"]),
+    ("DCS error never promotes a replica", None, replica(), CFG, ["Wait"]),
+    ("crashed primary holding the lock restarts in place", view(), primary(running=False, role=None,
+     was_primary=True, pg_down_since=95.0), CFG, ["UpdateLeader", "StartPostgres"]),
+    ("primary down beyond primary_start_timeout releases the lock", view(),
+     primary(running=False, role=None, was_primary=True, pg_down_since=10.0), CFG, ["ReleaseLeader"]),
+    ("former primary rewinds before following", view(leader="n2"),
+     primary(running=False, role=None, was_primary=True), CFG, ["Rewind"]),
+    ("former primary without rewind re-clones", view(leader="n2"),
+     primary(running=False, role=None, was_primary=True), HaSettings(use_pg_rewind=False), ["Reinitialize"]),
+    ("failed rewind re-clones", view(leader="n2"),
+     primary(running=False, role=None, was_primary=True, job_result=JobResult("rewind", False, "x")), CFG,
+     ["Reinitialize"]),
+    ("failed bootstrap gives the race back", ClusterView(initialize="", leader=Leader("n1")),
+     LocalState(name="n1", now=1.0, job_result=JobResult("bootstrap", False, "initdb")), CFG,
+     ["CancelInitialize", "ReleaseLeader"]),
+    ("stopped replica starts following the leader", view(), replica(running=False, role=None), CFG,
+     ["StartPostgres"]),
+    ("no leader: a stopped node starts read-only", view(leader=None), replica(running=False, role=None), CFG,
+     ["StartPostgres"]),
+    ("diverged replica rewinds", view(leader="n3", history=(HistoryEntry(1, 900, "no recovery target"),)),
+     replica(replication_state="in archive recovery", following="n3"), CFG, ["Rewind"]),
+    ("replica at the fork point just follows", view(leader="n3", history=(HistoryEntry(1, 1000, "x"),)),
+     replica(replication_state="in archive recovery", following="n3"), CFG, ["Wait"]),
+    ("switchover: leader demotes gracefully", view(failover=Failover("n1", "n2")), primary(), CFG,
+     ["UpdateLeader", "Demote"]),
+    ("switchover to a stopped member is cancelled",
+     view(failover=Failover("n1", "n2"), members=(member("n1", role="primary"), member("n2", state="stopped"))),
+     primary(), CFG, ["UpdateLeader", "ClearFailover"]),
+    ("scheduled switchover waits", view(failover=Failover("n1", "n2", "2099-01-01T00:00:00+00:00")),
+     primary(wall_time=0.0), CFG, ["UpdateLeader", "EnsureSlots"]),
+    ("old leader does not race during a switchover", view(leader=None, failover=Failover("n1", "n2")),
+     replica("n1", peers=(PeerStatus("n2", True, "replica", True, 1000),)), CFG, ["Wait"]),
+    ("named candidate wins regardless of peers", view(leader=None, failover=Failover("n1", "n2")),
+     replica(peers=(PeerStatus("n3", True, "replica", True, 5000),)), CFG, ["AcquireLeader", "Promote"]),
+    ("other node waits for the named candidate", view(leader=None, failover=Failover(None, "n2")),
+     replica("n3", peers=(PeerStatus("n2", True, "replica", True, 900),)), CFG, ["Wait"]),
+    ("new leader clears the satisfied failover key", view(leader="n2", failover=Failover("n1", "n2")),
+     primary("n2"), CFG, ["UpdateLeader", "ClearFailover"]),
+]
+
+
+@pytest.mark.parametrize(("v", "local", "cfg", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_decide_table(v: ClusterView | None, local: LocalState, cfg: HaSettings, expected: list[str]) -> None:
+    acts = decide(v, local, cfg)
+    assert kinds(acts) == expected, [str(x) for x in acts]
+    assert all(x.reason for x in acts), "every decision carries a reason"
+
+
+def test_promotion_only_after_acquiring_the_lock() -> None:
+    acts = decide(view(leader=None), replica(), CFG)
+    assert kinds(acts).index("AcquireLeader") < kinds(acts).index("Promote")
+
+
+def test_dcs_outage_demotion_does_not_release_key_it_cannot_reach() -> None:
+    (act,) = decide(None, primary(lease_ok_at=90.0), CFG)
+    assert isinstance(act, a.Demote) and act.mode is a.DemoteMode.IMMEDIATE and not act.release
+
+
+def test_strict_sync_promotion_keeps_commits_blocked() -> None:
+    acts = decide(view(leader=None, sync=SyncState("n1", ("n2",))), replica(), SYNC)
+    promote = acts[-1]
+    assert isinstance(promote, a.Promote) and promote.strict_sync
+
+
+def test_refusal_reason_names_the_better_peer() -> None:
+    (act,) = decide(view(leader=None), replica(peers=(PeerStatus("n3", True, "replica", True, 1500),)), CFG)
+    assert "n3" in act.reason and "more WAL" in act.reason
+
+
+def test_slots_cover_every_other_member() -> None:
+    acts = decide(view(), primary(), CFG)
+    slots = next(x for x in acts if isinstance(x, a.EnsureSlots))
+    assert slots.names == ("n2", "n3")
+
+
+# --- synchronous replication: the order of sync key and synchronous_standby_names updates ---
+
+def conn(name: str, sync_state: str = "async", flush: int = 1000) -> StandbyConn:
+    return StandbyConn(application_name=name, state="streaming", sync_state=sync_state, flush_lsn=flush)
+
+
+def sync_kinds(v: ClusterView, local: LocalState) -> list[a.Action]:
+    return [x for x in decide(v, local, SYNC) if isinstance(x, (a.WriteSync, a.SetSyncStandbyNames))]
+
+
+def test_sync_new_leader_takes_the_sync_key_first() -> None:
+    (act,) = sync_kinds(view(sync=SyncState("n0", ("n1",), mod_revision=3)), primary())
+    assert isinstance(act, a.WriteSync) and act.standbys == () and act.revision == 3
+
+
+def test_sync_sets_ssn_before_naming_the_standby() -> None:
+    (act,) = sync_kinds(view(sync=SyncState("n1", ())), primary(replication=(conn("n2"), conn("n3"))))
+    assert isinstance(act, a.SetSyncStandbyNames) and act.value == 'FIRST 1 ("n2")'
+
+
+def test_sync_names_standby_once_confirmed_and_caught_up() -> None:
+    local = primary(replication=(conn("n2", "sync", 1200), conn("n3")), synchronous_standby_names='FIRST 1 ("n2")',
+                    ssn_set_lsn=1100)
+    (act,) = sync_kinds(view(sync=SyncState("n1", ())), local)
+    assert isinstance(act, a.WriteSync) and act.standbys == ("n2",)
+
+
+def test_sync_does_not_name_standby_behind_the_ssn_change() -> None:
+    local = primary(replication=(conn("n2", "sync", 1000),), synchronous_standby_names='FIRST 1 ("n2")',
+                    ssn_set_lsn=1100)
+    assert sync_kinds(view(sync=SyncState("n1", ())), local) == []
+
+
+def test_sync_drops_a_lost_standby_from_the_key_before_ssn() -> None:
+    local = primary(replication=(conn("n3"),), synchronous_standby_names='FIRST 1 ("n2")', ssn_set_lsn=1)
+    (act,) = sync_kinds(view(sync=SyncState("n1", ("n2",))), local)
+    assert isinstance(act, a.WriteSync) and act.standbys == ()
+
+
+def test_strict_sync_without_standbys_blocks_commits() -> None:
+    (act,) = sync_kinds(view(sync=SyncState("n1", ())), primary(synchronous_standby_names='FIRST 1 ("n2")'))
+    assert isinstance(act, a.SetSyncStandbyNames) and "placeholder" in act.value
+
+
+def test_non_strict_sync_without_standbys_falls_back_to_async() -> None:
+    cfg = HaSettings(synchronous_mode=True)
+    acts = decide(view(sync=SyncState("n1", ())), primary(synchronous_standby_names='FIRST 1 ("n2")'), cfg)
+    ssn = [x for x in acts if isinstance(x, a.SetSyncStandbyNames)]
+    assert ssn and ssn[0].value == ""
