@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from appliance.core.model import Member, Role
+from appliance.core.model import HistoryEntry, Member, Role
 
 
 class DemoteMode(StrEnum):
@@ -94,6 +94,11 @@ class Reinitialize(Action):
 
 
 @dataclass(frozen=True)
+class WipeDataDir(Action):
+    """Empty a data directory our own interrupted bootstrap left behind."""
+
+
+@dataclass(frozen=True)
 class StartPostgres(Action):
     role: Role = Role.REPLICA
     leader: Member | None = None  # whom a replica follows (None: read-only, no upstream)
@@ -102,6 +107,7 @@ class StartPostgres(Action):
 @dataclass(frozen=True)
 class Promote(Action):
     strict_sync: bool = False  # keep commits blocked until a sync standby is confirmed
+    history: tuple[HistoryEntry, ...] = ()  # the cluster's history so far, extended after promotion
 
 
 @dataclass(frozen=True)

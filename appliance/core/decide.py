@@ -21,6 +21,8 @@ def decide(view: ClusterView | None, local: LocalState, cfg: HaSettings) -> list
     if local.data_dir is DataDir.VALID and view.initialize and local.sysid and view.initialize != local.sysid:
         return [a.Fatal(f"data directory belongs to system {local.sysid}, the cluster is {view.initialize}; "
                         "refusing to join the wrong cluster")]
+    if local.data_dir is DataDir.INCOMPLETE:
+        return _incomplete(view, local)
     failed = _job_failed(view, local)
     if failed is not None:
         return failed
@@ -65,6 +67,15 @@ def _job_failed(view: ClusterView, local: LocalState) -> list[a.Action] | None:
     if res.job == "rewind" and leader is not None:
         return [a.Reinitialize(f"pg_rewind failed ({res.detail}): re-clone from {leader.name}", source=leader)]
     return None
+
+
+def _incomplete(view: ClusterView, local: LocalState) -> list[a.Action]:
+    if not view.initialize:
+        return [a.WipeDataDir("our interrupted bootstrap left an unusable data directory")]
+    leader = _running_leader(view, local)
+    if leader is None:
+        return [a.Wait("interrupted clone or rewind: waiting for a running leader to re-clone from")]
+    return [a.Reinitialize(f"interrupted clone or rewind: re-clone from {leader.name}", source=leader)]
 
 
 def _running_leader(view: ClusterView, local: LocalState) -> Member | None:
@@ -139,7 +150,8 @@ def _leader_race(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[
     if local.role is Role.PRIMARY:
         return [a.AcquireLeader("running primary re-takes the free leader key")]
     return [a.AcquireLeader("leader key is free and this node is the healthiest"),
-            a.Promote("won the leader race", strict_sync=cfg.synchronous_mode and cfg.synchronous_mode_strict)]
+            a.Promote("won the leader race", strict_sync=cfg.synchronous_mode and cfg.synchronous_mode_strict,
+                      history=view.history)]
 
 
 def _as_leader(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[a.Action]:
@@ -148,7 +160,8 @@ def _as_leader(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[a.
         if cfg.pause:
             return [*acts, a.Wait("paused: holding the lock as a replica, not promoting")]
         strict = cfg.synchronous_mode and cfg.synchronous_mode_strict
-        return [*acts, a.Promote("holding the leader key while running as a replica", strict_sync=strict)]
+        return [*acts, a.Promote("holding the leader key while running as a replica", strict_sync=strict,
+                                 history=view.history)]
     if not view.initialize and local.sysid:
         acts.append(a.SetInitialize("record the system identifier", sysid=local.sysid))
     if view.config is None:

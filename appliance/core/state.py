@@ -14,6 +14,7 @@ class DataDir(StrEnum):
     EMPTY = "empty"  # missing or empty: safe to initdb or clone into
     VALID = "valid"  # a PostgreSQL cluster
     INVALID = "invalid"  # not empty, not a cluster: never touched automatically
+    INCOMPLETE = "incomplete"  # our own initdb/clone/rewind was interrupted: unusable, ours to wipe
 
 
 @dataclass(frozen=True)

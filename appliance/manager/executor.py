@@ -1,0 +1,161 @@
+"""Perform decide()'s actions against the DCS and PostgreSQL; stop a chain at the first failure."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from appliance.core import actions as a
+from appliance.core.model import ClusterStatus, Member, Role
+from appliance.dcs.base import DCS, DCSError
+from appliance.manager.events import EventLog
+from appliance.manager.jobs import JobRunner
+from appliance.manager.pgops import PgOps
+
+log = logging.getLogger(__name__)
+
+
+class FatalError(Exception):
+    """The manager must stop: continuing could damage data (e.g. the wrong cluster's data dir)."""
+
+
+class Executor:
+    """Maps each action to one DCS or PostgreSQL operation; long ones go to the job runner."""
+
+    def __init__(self, dcs: DCS, ops: PgOps, jobs: JobRunner, events: EventLog,
+                 seed_config: Callable[[], dict[str, Any]], wake: Callable[[], None]) -> None:
+        self.dcs = dcs
+        self.ops = ops
+        self.jobs = jobs
+        self.events = events
+        self.seed_config = seed_config
+        self.wake = wake
+        self._last_wait: str | None = None
+
+    def run(self, actions: list[a.Action]) -> list[tuple[a.Action, bool]]:
+        done: list[tuple[a.Action, bool]] = []
+        for act in actions:
+            if isinstance(act, a.Wait):
+                if act.reason != self._last_wait:
+                    self.events.emit("wait", act.reason)
+                self._last_wait = act.reason
+                done.append((act, True))
+                continue
+            self._last_wait = None
+            try:
+                ok = self._dispatch(act)
+            except DCSError as exc:
+                ok = False
+                self.events.emit("dcs_error", f"{act.kind} failed: {exc}", level=logging.WARNING)
+            done.append((act, ok))
+            if not isinstance(act, (a.UpdateLeader, a.EnsureSlots, a.WriteStatus)) or not ok:
+                self.events.emit("action", act.reason, level=logging.INFO if ok else logging.WARNING,
+                                 action=act.kind, ok=ok)
+            if not ok:
+                break
+        return done
+
+    def _dispatch(self, act: a.Action) -> bool:
+        handler = getattr(self, f"_do_{act.kind}", None)
+        if handler is None:
+            raise FatalError(f"no handler for action {act.kind}")
+        return bool(handler(act))
+
+    # --- DCS ---------------------------------------------------------------------------------
+    def _do_TakeInitialize(self, act: a.TakeInitialize) -> bool:
+        return self.dcs.take_initialize("")
+
+    def _do_SetInitialize(self, act: a.SetInitialize) -> bool:
+        self.dcs.set_initialize(act.sysid)
+        return True
+
+    def _do_CancelInitialize(self, act: a.CancelInitialize) -> bool:
+        return self.dcs.cancel_initialize(act.revision or None)
+
+    def _do_AcquireLeader(self, act: a.AcquireLeader) -> bool:
+        return self.dcs.acquire_leader()
+
+    def _do_UpdateLeader(self, act: a.UpdateLeader) -> bool:
+        return self.dcs.update_leader()
+
+    def _do_ReleaseLeader(self, act: a.ReleaseLeader) -> bool:
+        self.dcs.release_leader()
+        return True
+
+    def _do_WriteConfigKey(self, act: a.WriteConfigKey) -> bool:
+        self.dcs.write_config(self.seed_config(), None)
+        return True
+
+    def _do_WriteStatus(self, act: a.WriteStatus) -> bool:
+        self.dcs.write_status(ClusterStatus(optime=act.optime, slots=self.ops.slot_positions()))
+        return True
+
+    def _do_WriteSync(self, act: a.WriteSync) -> bool:
+        return self.dcs.write_sync(self.dcs.name, act.standbys, act.revision)
+
+    def _do_ClearFailover(self, act: a.ClearFailover) -> bool:
+        self.dcs.clear_failover(act.revision)
+        return True
+
+    # --- PostgreSQL ----------------------------------------------------------------------------
+    def _do_Fatal(self, act: a.Fatal) -> bool:
+        raise FatalError(act.reason)
+
+    def _do_Bootstrap(self, act: a.Bootstrap) -> bool:
+        return self.jobs.start("bootstrap", self.ops.bootstrap, self.wake)
+
+    def _do_Clone(self, act: a.Clone) -> bool:
+        source = _need(act.source)
+        return self.jobs.start("clone", lambda: self.ops.clone(source), self.wake)
+
+    def _do_Rewind(self, act: a.Rewind) -> bool:
+        source = _need(act.source)
+        return self.jobs.start("rewind", lambda: self.ops.rewind(source), self.wake)
+
+    def _do_Reinitialize(self, act: a.Reinitialize) -> bool:
+        source = _need(act.source)
+        return self.jobs.start("reinitialize", lambda: self.ops.reinitialize(source), self.wake)
+
+    def _do_WipeDataDir(self, act: a.WipeDataDir) -> bool:
+        return self.ops.wipe()
+
+    def _do_StartPostgres(self, act: a.StartPostgres) -> bool:
+        primary = act.role is Role.PRIMARY
+        return self.jobs.start("start", lambda: self.ops.start(primary=primary, upstream=act.leader), self.wake)
+
+    def _do_Promote(self, act: a.Promote) -> bool:
+        ok = self.ops.promote(strict_sync=act.strict_sync)
+        if ok:
+            history = self.ops.timeline_history(act.history, self.dcs.name)
+            if history and history != act.history:
+                self.dcs.write_history(history)
+            self.events.emit("promoted", act.reason, timeline=history[-1].timeline + 1 if history else None)
+        return ok
+
+    def _do_Demote(self, act: a.Demote) -> bool:
+        graceful = act.mode is a.DemoteMode.GRACEFUL
+        stopped = self.ops.stop(mode="fast" if graceful else "immediate")
+        self.events.emit("demoted", act.reason, mode=act.mode.value, stopped=stopped)
+        if stopped and act.release:
+            self.dcs.release_leader()
+        return stopped
+
+    def _do_Follow(self, act: a.Follow) -> bool:
+        return self.ops.follow(act.leader)
+
+    def _do_EnsureSlots(self, act: a.EnsureSlots) -> bool:
+        self.ops.ensure_slots(act.names)
+        return True
+
+    def _do_SetSyncStandbyNames(self, act: a.SetSyncStandbyNames) -> bool:
+        return self.ops.set_sync_standby_names(act.value)
+
+    def _do_ReconcileConfig(self, act: a.ReconcileConfig) -> bool:
+        return self.ops.reconcile()
+
+
+def _need(member: Member | None) -> Member:
+    if member is None:
+        raise FatalError("action needs a source member")
+    return member

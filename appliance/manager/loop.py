@@ -1,0 +1,192 @@
+"""The HA loop: observe -> decide -> execute -> publish, woken early by the DCS watch or a finished job."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from appliance.config.errors import ConfigError
+from appliance.config.layering import Effective, LocalLayers, bootstrap_dynamic, resolve
+from appliance.core import actions as a
+from appliance.core.decide import decide
+from appliance.core.model import ClusterView, Member, Role
+from appliance.core.state import HaSettings, JobResult, LocalState, PeerStatus
+from appliance.dcs.base import DCS, DCSError
+from appliance.manager.channel import write_state
+from appliance.manager.events import EventLog
+from appliance.manager.executor import Executor
+from appliance.manager.jobs import JobRunner
+from appliance.manager.peers import fetch_peers
+from appliance.manager.pgops import PgOps
+from appliance.manager.publish import member_value, state_doc
+from appliance.manager.settings import api_url, ha_settings
+from appliance.postgres.status import PgStatus
+
+log = logging.getLogger(__name__)
+
+PeerFetcher = Callable[[list[Member]], tuple[PeerStatus, ...]]
+
+
+class Manager:
+    """One node's HA manager. ``tick()`` is one observe/decide/execute round."""
+
+    def __init__(self, layers: LocalLayers, dcs: DCS, ops: PgOps, *, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time, peers: PeerFetcher = fetch_peers,
+                 events: EventLog | None = None) -> None:
+        self.layers = layers
+        self.dcs = dcs
+        self.ops = ops
+        self.clock = clock
+        self.wall = wall
+        self.fetch_peers = peers
+        self.events = events or EventLog()
+        self.jobs = JobRunner()
+        self._wake = threading.Event()
+        self.effective: Effective = resolve(layers, None)
+        self.ha: HaSettings = ha_settings(self.effective.dynamic, self.effective.local)
+        self._config_error: str | None = None
+        self.executor = Executor(dcs, ops, self.jobs, self.events, lambda: bootstrap_dynamic(self.layers),
+                                 self._wake.set)
+        self.lease_ok_at: float | None = None
+        self.dcs_last_seen: float | None = None
+        self.holds_lock = False
+        self.pg_down_since: float | None = None
+        self.last_view: ClusterView | None = None
+        self.last_status: PgStatus | None = None
+        self._pending_result: JobResult | None = None
+
+    @property
+    def name(self) -> str:
+        return self.effective.local.name
+
+    # --- observe ---------------------------------------------------------------------------------
+    def _read_dcs(self) -> ClusterView | None:
+        try:
+            self.lease_ok_at = self.dcs.keepalive()
+            view = self.dcs.read()
+        except DCSError as exc:
+            self.events.emit("dcs_error", f"DCS unreachable: {exc}", level=logging.WARNING)
+            return None
+        self.dcs_last_seen = self.wall()
+        if view.config is not None:
+            self._apply_dynamic(view.config)
+        return view
+
+    def _apply_dynamic(self, config: dict[str, Any]) -> None:
+        try:
+            effective = resolve(self.layers, config)
+        except ConfigError as exc:
+            if str(exc) != self._config_error:
+                self.events.emit("config_error", f"dynamic config rejected, keeping the last good one: {exc}",
+                                 level=logging.ERROR)
+            self._config_error = str(exc)
+            return
+        self._config_error = None
+        if effective == self.effective:
+            return
+        self.effective = effective
+        self.ha = ha_settings(effective.dynamic, effective.local)
+        self.dcs.set_ttl(self.ha.ttl)
+        self.ops.set_parameters(effective.postgresql_parameters)
+
+    def observe(self) -> tuple[ClusterView | None, LocalState, PgStatus]:
+        now = self.clock()
+        view = self._read_dcs()
+        status = self.ops.status()
+        result = self.jobs.take_result() or self._pending_result
+        self._pending_result = None
+        job = self.jobs.running
+        if view is not None and view.leader_name == self.name and not status.running and job is None:
+            self.pg_down_since = self.pg_down_since if self.pg_down_since is not None else now
+        else:
+            self.pg_down_since = None
+        peers: tuple[PeerStatus, ...] = ()
+        if view is not None and view.leader is None and status.queryable and job is None:
+            others = [m for m in view.members if m.name != self.name]
+            peers = self.fetch_peers(others)
+        data_dir, sysid, was_primary = self.ops.disk_state(status.running)
+        local = LocalState(
+            name=self.name, now=now, wall_time=self.wall(), data_dir=data_dir,
+            sysid=status.system_identifier or sysid, running=status.queryable,
+            role=Role(status.role) if status.queryable and status.role else None,
+            timeline=status.timeline, wal_position=status.wal_position,
+            replication_state=status.replication_state, following=self.ops.upstream,
+            was_primary=was_primary, job=job, job_result=result, lease_ok_at=self.lease_ok_at,
+            pg_down_since=self.pg_down_since, replication=self.ops.standby_conns(status),
+            synchronous_standby_names=self.ops.ssn, ssn_set_lsn=self.ops.ssn_set_lsn,
+            config_stale=self.ops.config_stale(), peers=peers,
+        )
+        return view, local, status
+
+    # --- one round -------------------------------------------------------------------------------
+    def tick(self) -> list[a.Action]:
+        started = self.clock()
+        view, local, status = self.observe()
+        actions = decide(view, local, self.ha)
+        results = self.executor.run(actions)
+        self._track_lock(view, results)
+        self.last_view, self.last_status = view, status
+        self._publish(view, status, started)
+        return actions
+
+    def _track_lock(self, view: ClusterView | None, results: list[tuple[a.Action, bool]]) -> None:
+        holds = view is not None and view.leader_name == self.name
+        if view is None:
+            holds = self.holds_lock and self.lease_ok_at is not None
+        for act, ok in results:
+            if isinstance(act, (a.AcquireLeader, a.UpdateLeader)):
+                holds = ok
+            elif isinstance(act, a.ReleaseLeader) or (isinstance(act, a.Demote) and act.release and ok):
+                holds = False
+        self.holds_lock = holds
+
+    def _publish(self, view: ClusterView | None, status: PgStatus, started: float) -> None:
+        local = self.effective.local
+        job = self.jobs.running
+        if view is not None:
+            member = member_value(self.name, self.ops.conn_url, api_url(local), status, job, local.tags)
+            try:
+                self.dcs.touch_member(member)
+            except DCSError as exc:
+                self.events.emit("dcs_error", f"could not publish our member key: {exc}", level=logging.WARNING)
+        expires = self.lease_ok_at + self.ha.ttl if self.lease_ok_at is not None else None
+        doc = state_doc(name=self.name, scope=local.scope, ha=self.ha, status=status, view=view, job=job,
+                        tags=local.tags, holder=self.holds_lock, lease_expires=expires, loop_started=started,
+                        now=self.clock(), dcs_last_seen=self.dcs_last_seen, events=self.events.recent(50))
+        try:
+            write_state(local.appliance.run_dir, doc)
+        except OSError as exc:
+            log.error("cannot write the state file for the API: %s", exc)
+
+    # --- forever ---------------------------------------------------------------------------------
+    def wait_next(self) -> None:
+        """Sleep up to loop_wait; a DCS watch event or a finished job wakes us early."""
+        deadline = self.clock() + self.ha.loop_wait
+        while not self._wake.is_set():
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                break
+            if self.dcs.wait(min(0.1, remaining)):
+                break
+        self._wake.clear()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def shutdown(self) -> None:
+        """Clean stop (SIGTERM): a fast PostgreSQL shutdown, then give the leader key away."""
+        self.jobs.join(timeout=30)
+        if self.ha.pause:
+            self.events.emit("shutdown", "paused: leaving PostgreSQL running")
+            return
+        stopped = self.ops.stop(mode="fast")
+        self.events.emit("shutdown", "manager stopping: PostgreSQL stopped" if stopped else "stop failed")
+        if stopped and self.holds_lock:
+            try:
+                self.dcs.release_leader()
+                self.events.emit("shutdown", "released the leader key after a clean stop")
+            except DCSError as exc:
+                self.events.emit("dcs_error", f"could not release the leader key: {exc}", level=logging.WARNING)

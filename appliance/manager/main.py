@@ -1,0 +1,86 @@
+"""The manager daemon: load config, connect to etcd, run the HA loop until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+from appliance.config.errors import ConfigError
+from appliance.dcs.etcd import EtcdDCS
+from appliance.manager.events import setup_logging
+from appliance.manager.executor import FatalError
+from appliance.manager.guard import LeaseGuard
+from appliance.manager.loop import Manager
+from appliance.manager.pgops import PgOps
+from appliance.manager.settings import load_node_config, pg_config
+from appliance.postgres.control import PostgresControl
+
+log = logging.getLogger("appliance.manager")
+
+EXIT_CONFIG = 2
+EXIT_FATAL = 3
+
+
+def build(config_path: str | None) -> Manager:
+    from appliance.config.layering import resolve
+
+    layers, local = load_node_config(config_path)
+    effective = resolve(layers, None)
+    setup_logging(local.appliance.log_level, local.appliance.log_format, name=f"[{local.name}]")
+    os.makedirs(local.appliance.run_dir, exist_ok=True)
+    dyn = effective.dynamic
+    dcs = EtcdDCS(hosts=list(local.etcd3.hosts), scope=local.scope, namespace=local.namespace, name=local.name,
+                  ttl=dyn.ttl, retry_timeout=dyn.retry_timeout, username=local.etcd3.username,
+                  password=local.etcd3.password)
+    control = PostgresControl(pg_config(effective))
+    ops = PgOps(control, effective.postgresql_parameters)
+    return Manager(layers, dcs, ops)
+
+
+def run(config_path: str | None) -> int:
+    """Run the HA loop; returns the process exit code."""
+    try:
+        manager = build(config_path)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %s: shutting down", signal.Signals(signum).name)
+        stop.set()
+        manager.wake()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    guard = LeaseGuard(lambda: manager.lease_ok_at, lambda: manager.holds_lock and _is_primary(manager),
+                       lambda: float(manager.ha.ttl), lambda: manager.ops.fence())
+    guard.start()
+    manager.events.emit("started", f"manager for {manager.name} started")
+    code = 0
+    try:
+        while not stop.is_set():
+            try:
+                manager.tick()
+            except FatalError as exc:
+                manager.events.emit("fatal", str(exc), level=logging.CRITICAL)
+                code = EXIT_FATAL
+                break
+            except Exception:  # the loop boundary: log and keep going, never die on one bad tick
+                log.exception("HA loop iteration failed")
+            if not stop.is_set():
+                manager.wait_next()
+    finally:
+        guard.stop()
+        if code == 0:
+            manager.shutdown()
+        manager.dcs.close()
+    return code
+
+
+def _is_primary(manager: Manager) -> bool:
+    status = manager.last_status
+    return status is not None and status.role == "primary"

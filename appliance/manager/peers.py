@@ -1,0 +1,56 @@
+"""Ask every other member's REST API for its /patroni status, in parallel, with a short timeout."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from appliance.core.model import Member
+from appliance.core.state import PeerStatus
+
+
+def wal_position(doc: dict[str, Any]) -> int | None:
+    """The WAL position a /patroni answer reports (location on a primary, max(received, replayed) else)."""
+    xlog = doc.get("xlog") or {}
+    values = [xlog.get(k) for k in ("location", "received_location", "replayed_location")]
+    ints = [v for v in values if isinstance(v, int)]
+    return max(ints) if ints else None
+
+
+def parse_status(name: str, doc: dict[str, Any]) -> PeerStatus:
+    tags = doc.get("tags") or {}
+    nofailover = str(tags.get("nofailover", "")).lower() in {"true", "1", "yes", "on"}
+    try:
+        priority = int(tags.get("failover_priority", 1))
+    except (TypeError, ValueError):
+        priority = 1
+    return PeerStatus(name=name, reachable=True, role=doc.get("role"), running=doc.get("state") == "running",
+                      wal_position=wal_position(doc), failover_priority=0 if nofailover else priority,
+                      nofailover=nofailover)
+
+
+def fetch_one(member: Member, timeout: float) -> PeerStatus:
+    if not member.api_url:
+        return PeerStatus(name=member.name, reachable=False)
+    try:
+        with urllib.request.urlopen(member.api_url, timeout=timeout) as resp:
+            body = resp.read()
+    except urllib.error.HTTPError as err:  # a 503 still carries the status document
+        body = err.read()
+    except Exception:
+        return PeerStatus(name=member.name, reachable=False)
+    try:
+        return parse_status(member.name, json.loads(body.decode()))
+    except (ValueError, AttributeError):
+        return PeerStatus(name=member.name, reachable=False)
+
+
+def fetch_peers(members: list[Member], timeout: float = 2.0) -> tuple[PeerStatus, ...]:
+    """Every member's status; unreachable ones come back with reachable=False."""
+    if not members:
+        return ()
+    with ThreadPoolExecutor(max_workers=min(8, len(members))) as pool:
+        return tuple(pool.map(lambda m: fetch_one(m, timeout), members))

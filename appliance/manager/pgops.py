@@ -1,0 +1,234 @@
+"""The manager's PostgreSQL operations: PostgresControl plus what the manager remembers between ticks
+(whom we follow, synchronous_standby_names and when it took effect, the parameters last written)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from appliance.core.model import HistoryEntry, Member
+from appliance.core.state import DataDir, StandbyConn
+from appliance.postgres.config import ConnInfo, parse_conn_url
+from appliance.postgres.control import PostgresControl
+from appliance.postgres.controldata import DataDirState, parse_lsn
+from appliance.postgres.errors import PgError
+from appliance.postgres.status import PgStatus
+
+log = logging.getLogger(__name__)
+
+_DATA_DIR = {
+    DataDirState.MISSING: DataDir.EMPTY,
+    DataDirState.EMPTY: DataDir.EMPTY,
+    DataDirState.VALID: DataDir.VALID,
+    DataDirState.INVALID: DataDir.INVALID,
+    DataDirState.INCOMPLETE: DataDir.INCOMPLETE,
+}
+
+
+class PgOps:
+    """Each long operation returns (ok, detail) so that it can run as a job."""
+
+    def __init__(self, control: PostgresControl, parameters: Mapping[str, Any],
+                 start_timeout: float = 120.0, stop_timeout: float = 60.0) -> None:
+        self.control = control
+        self.params: dict[str, Any] = dict(parameters)
+        self.written: dict[str, Any] | None = None
+        self._upstream: Member | None = None
+        self.ssn: str = ""
+        self.ssn_set_lsn: int | None = None
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self._lock = threading.Lock()  # jobs and the loop both touch the config files
+        self._sysid: str | None = None
+
+    # --- observation ---------------------------------------------------------------------------
+    @property
+    def upstream(self) -> str | None:
+        """The member our primary_conninfo points at (None on a primary or a detached standby)."""
+        return self._upstream.name if self._upstream is not None else None
+
+    @property
+    def conn_url(self) -> str:
+        return self.control.cfg.conn_url
+
+    def status(self) -> PgStatus:
+        status = self.control.status()
+        if status.queryable:
+            self.ssn = status.synchronous_standby_names or ""
+            if status.role == "primary" and self.ssn_set_lsn is None:
+                # Unknown history of the setting (manager restart): only standbys caught up with
+                # the present may be named synchronous.
+                self.ssn_set_lsn = status.wal_lsn
+            if self.written is None:
+                self.written = dict(self.params)
+        return status
+
+    def disk_state(self, running: bool) -> tuple[DataDir, str | None, bool]:
+        """(data dir state, sysid, was_primary) from disk; pg_control only while stopped."""
+        if running:
+            return DataDir.VALID, self._sysid, False
+        state = _DATA_DIR[self.control.data_dir_state()]
+        if state is not DataDir.VALID:
+            self._sysid = None
+            return state, None, False
+        try:
+            cd = self.control.controldata()
+        except PgError as exc:
+            log.warning("pg_controldata failed: %s", exc)
+            return state, None, False
+        self._sysid = cd.system_identifier
+        return state, cd.system_identifier, cd.was_primary
+
+    def standby_conns(self, status: PgStatus) -> tuple[StandbyConn, ...]:
+        return tuple(StandbyConn(application_name=r.application_name, state=r.state or "",
+                                 sync_state=r.sync_state or "", flush_lsn=r.flush_lsn)
+                     for r in status.replication)
+
+    def config_stale(self) -> bool:
+        return self.written is not None and self.written != self.params
+
+    def set_parameters(self, params: Mapping[str, Any]) -> None:
+        self.params = dict(params)
+
+    # --- configuration -------------------------------------------------------------------------
+    def _conninfo(self, member: Member) -> ConnInfo:
+        host, port = parse_conn_url(member.conn_url)
+        return self.control.cfg.replication_conninfo(host, port)
+
+    def _write(self, *, standby: bool, upstream: Member | None, ssn: str | None = None) -> bool:
+        conninfo = self._conninfo(upstream) if (standby and upstream is not None) else None
+        from appliance.postgres.config import slot_name_for
+
+        slot = slot_name_for(self.control.cfg.name) if conninfo is not None else None
+        with self._lock:
+            changed = self.control.write_config(self.params, conninfo, slot, standby,
+                                                synchronous_standby_names=ssn)
+            self.written = dict(self.params)
+        return changed
+
+    def follow(self, leader: Member | None) -> bool:
+        self._write(standby=True, upstream=leader)
+        self._upstream = leader
+        return self.control.reload()
+
+    def reconcile(self) -> bool:
+        standby = self.control.status().role != "primary"
+        self._write(standby=standby, upstream=None if not standby else self._upstream)
+        return self.control.reload()
+
+    def set_sync_standby_names(self, value: str) -> bool:
+        with self._lock:
+            ok = self.control.set_synchronous_standby_names(value)
+        if ok:
+            self.ssn = value
+            status = self.control.status()
+            self.ssn_set_lsn = status.wal_lsn if status.wal_lsn is not None else None
+        return ok
+
+    def ensure_slots(self, names: tuple[str, ...]) -> None:
+        self.control.ensure_slots(names)
+
+    def slot_positions(self) -> dict[str, int]:
+        return {}
+
+    # --- lifecycle (jobs) ----------------------------------------------------------------------
+    def start(self, *, primary: bool, upstream: Member | None) -> tuple[bool, str]:
+        self._write(standby=not primary, upstream=upstream)
+        self._upstream = upstream if not primary else None
+        ok = self.control.start(timeout=self.start_timeout)
+        return ok, "" if ok else "PostgreSQL did not start; see its log"
+
+    def stop(self, mode: str = "fast") -> bool:
+        return self.control.stop(mode=mode, timeout=self.stop_timeout)
+
+    def fence(self) -> None:
+        self.control.stop(mode="immediate", timeout=10)
+
+    def bootstrap(self) -> tuple[bool, str]:
+        try:
+            self.control.initdb()
+            self._write(standby=False, upstream=None, ssn="")
+            self.control.reload()
+        except PgError as exc:
+            return False, str(exc)
+        self._upstream = None
+        return True, ""
+
+    def clone(self, source: Member) -> tuple[bool, str]:
+        try:
+            ok = self.control.basebackup(self._conninfo(source), parameters=self.params)
+        except PgError as exc:
+            return False, str(exc)
+        if not ok:
+            return False, f"pg_basebackup from {source.name} failed"
+        return self.start(primary=False, upstream=source)
+
+    def rewind(self, source: Member) -> tuple[bool, str]:
+        if self.control.is_running() and not self.stop("fast"):
+            return False, "could not stop PostgreSQL before pg_rewind"
+        ok = self.control.rewind(self.control.cfg.rewind_conninfo(*parse_conn_url(source.conn_url)),
+                                 parameters=self.params)
+        if not ok:
+            return False, f"pg_rewind from {source.name} failed"
+        return self.start(primary=False, upstream=source)
+
+    def reinitialize(self, source: Member) -> tuple[bool, str]:
+        if self.control.is_running() and not self.stop("immediate"):
+            return False, "could not stop PostgreSQL before re-cloning"
+        try:
+            self.control.remove_data_dir()
+        except PgError as exc:
+            return False, str(exc)
+        return self.clone(source)
+
+    def wipe(self) -> bool:
+        try:
+            self.control.remove_data_dir()
+        except PgError as exc:
+            log.error("cannot wipe the data directory: %s", exc)
+            return False
+        return True
+
+    def promote(self, *, strict_sync: bool) -> bool:
+        if strict_sync:
+            from appliance.core.sync import STRICT_PLACEHOLDER
+
+            self._write(standby=True, upstream=self._upstream, ssn=STRICT_PLACEHOLDER)
+            self.control.reload()
+        if not self.control.promote():
+            return False
+        self._write(standby=False, upstream=None)
+        self._upstream = None
+        self.ssn_set_lsn = None
+        return True
+
+    def timeline_history(self, known: tuple[HistoryEntry, ...], leader: str) -> tuple[HistoryEntry, ...]:
+        """The new timeline's history file, merged with what the DCS already knew."""
+        status = self.control.status()
+        if status.timeline is None or status.timeline < 2:
+            return known
+        path = os.path.join(self.control.cfg.data_dir, "pg_wal", f"{status.timeline:08X}.history")
+        try:
+            with open(path) as fh:
+                lines = fh.read().splitlines()
+        except OSError as exc:
+            log.warning("cannot read %s: %s", path, exc)
+            return known
+        by_tl = {h.timeline: h for h in known}
+        now = datetime.now(UTC).isoformat()
+        entries = []
+        for line in lines:
+            parts = line.split("\t")
+            if len(parts) < 2 or not parts[0].strip().isdigit():
+                continue
+            tl, lsn = int(parts[0]), parse_lsn(parts[1].strip())
+            if lsn is None:
+                continue
+            reason = parts[2].strip() if len(parts) > 2 else ""
+            entries.append(by_tl.get(tl) or HistoryEntry(tl, lsn, reason, now, leader))
+        return tuple(entries)
+

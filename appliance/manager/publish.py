@@ -1,0 +1,181 @@
+"""Build what the node publishes: its members/<name> value and the API's state document."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from appliance import __version__
+from appliance.core.model import ClusterView, Member
+from appliance.core.state import HaSettings
+from appliance.postgres.status import PgStatus
+
+
+def pg_state(status: PgStatus, job: str | None) -> str:
+    """Patroni's ``state`` wording for this node."""
+    if job in ("clone", "reinitialize"):
+        return "creating replica"
+    if job == "bootstrap":
+        return "initializing new cluster"
+    if job == "rewind":
+        return "rewinding"
+    if job == "start":
+        return "starting"
+    if status.running:
+        return "running" if status.error is None else "starting"
+    return "stopped"
+
+
+def member_value(name: str, conn_url: str, api_url: str, status: PgStatus, job: str | None,
+                 tags: dict[str, Any]) -> Member:
+    return Member(
+        name=name,
+        conn_url=conn_url,
+        api_url=api_url,
+        state=pg_state(status, job),
+        role=status.role or "uninitialized",
+        version=__version__,
+        xlog_location=status.wal_position,
+        timeline=status.timeline,
+        replication_state=status.replication_state if status.role == "replica" else None,
+        receive_lsn=status.receive_lsn if status.role == "replica" else None,
+        replay_lsn=status.replay_lsn if status.role == "replica" else None,
+        tags=dict(tags),
+        pending_restart=bool(status.pending_restart),
+        pending_restart_reason={p.name: {"old_value": p.old_value, "new_value": p.new_value}
+                                for p in status.pending_restart} or None,
+    )
+
+
+def patroni_doc(name: str, scope: str, status: PgStatus, view: ClusterView | None, job: str | None,
+                tags: dict[str, Any], paused: bool, dcs_last_seen: float | None) -> dict[str, Any]:
+    """The GET /patroni body, in Patroni's shape."""
+    doc: dict[str, Any] = {
+        "state": pg_state(status, job),
+        "role": status.role or "uninitialized",
+        "patroni": {"version": __version__, "scope": scope, "name": name},
+        "tags": dict(tags),
+        "pause": paused,
+    }
+    if status.postmaster_start_time is not None:
+        doc["postmaster_start_time"] = status.postmaster_start_time.isoformat()
+    if status.server_version:
+        doc["server_version"] = status.server_version
+    if status.timeline is not None:
+        doc["timeline"] = status.timeline
+    if status.system_identifier:
+        doc["database_system_identifier"] = status.system_identifier
+    if status.role == "primary":
+        doc["xlog"] = {"location": status.wal_lsn}
+    elif status.role == "replica":
+        doc["xlog"] = {
+            "received_location": status.receive_lsn,
+            "replayed_location": status.replay_lsn,
+            "replayed_timestamp": status.replay_timestamp.isoformat() if status.replay_timestamp else None,
+            "paused": bool(status.replay_paused),
+        }
+        doc["replication_state"] = status.replication_state
+    if status.replication:
+        doc["replication"] = [
+            {"usename": r.usename, "application_name": r.application_name, "client_addr": r.client_addr,
+             "state": r.state, "sync_state": r.sync_state, "sync_priority": r.sync_priority}
+            for r in status.replication
+        ]
+    if status.pending_restart:
+        doc["pending_restart"] = True
+        doc["pending_restart_reason"] = {p.name: {"old_value": p.old_value, "new_value": p.new_value}
+                                         for p in status.pending_restart}
+    if view is not None:
+        doc["cluster_unlocked"] = view.leader is None
+        if view.sync is not None and name in view.sync.sync_standby:
+            doc["sync_standby"] = True
+    if dcs_last_seen is not None:
+        doc["dcs_last_seen"] = int(dcs_last_seen)
+    return doc
+
+
+def cluster_doc(scope: str, view: ClusterView) -> dict[str, Any]:
+    """The GET /cluster body: every member with role, state, host, port, timeline and lag."""
+    leader = view.leader_name
+    sync = set(view.sync.sync_standby) if view.sync else set()
+    leader_member = view.member(leader)
+    leader_lsn = (leader_member.xlog_location if leader_member else None) or view.status.optime
+    members = []
+    for m in sorted(view.members, key=lambda x: x.name):
+        host, port = _host_port(m.conn_url)
+        role = "leader" if m.name == leader else ("sync_standby" if m.name in sync else "replica")
+        entry: dict[str, Any] = {"name": m.name, "role": role, "state": m.replication_state or m.state
+                                 if m.name != leader else m.state,
+                                 "api_url": m.api_url, "host": host, "port": port, "timeline": m.timeline,
+                                 "tags": m.tags}
+        if m.pending_restart:
+            entry["pending_restart"] = True
+        if m.name != leader and m.xlog_location is not None and leader_lsn is not None:
+            entry["lag"] = max(0, leader_lsn - (m.replay_lsn or m.xlog_location))
+            entry["receive_lag"] = max(0, leader_lsn - (m.receive_lsn or m.xlog_location))
+            entry["replay_lag"] = entry["lag"]
+            entry["receive_lsn"] = m.receive_lsn
+            entry["replay_lsn"] = m.replay_lsn
+        elif m.name == leader:
+            entry["lsn"] = m.xlog_location
+        members.append(entry)
+    doc: dict[str, Any] = {"members": members, "scope": scope}
+    if view.config and view.config.get("pause"):
+        doc["pause"] = True
+    if view.failover is not None and view.failover.scheduled_at:
+        doc["scheduled_switchover"] = {"at": view.failover.scheduled_at, "from": view.failover.leader,
+                                       "to": view.failover.member}
+    return doc
+
+
+def _host_port(conn_url: str) -> tuple[str | None, int | None]:
+    rest = conn_url.split("://", 1)[-1].split("/", 1)[0]
+    host, _, port = rest.rpartition(":")
+    try:
+        return host.strip("[]") or None, int(port)
+    except ValueError:
+        return rest or None, None
+
+
+def state_doc(*, name: str, scope: str, ha: HaSettings, status: PgStatus, view: ClusterView | None,
+              job: str | None, tags: dict[str, Any], holder: bool, lease_expires: float | None,
+              loop_started: float, now: float, dcs_last_seen: float | None,
+              events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Everything the API needs, with monotonic timestamps for freshness checks."""
+    cluster: dict[str, Any] = {}
+    if view is not None:
+        cluster = {
+            "leader": view.leader_name,
+            "sync_standby": list(view.sync.sync_standby) if view.sync else [],
+            "config": view.config,
+            "history": [[h.timeline, h.lsn, h.reason, h.timestamp, h.new_leader] for h in view.history],
+            "patroni_cluster": cluster_doc(scope, view),
+        }
+    return {
+        "pid": os.getpid(),
+        "name": name,
+        "scope": scope,
+        "updated_mono": now,
+        "loop_started_mono": loop_started,
+        "max_age": float(max(ha.ttl, 3 * ha.loop_wait + ha.retry_timeout)),
+        "ttl": ha.ttl,
+        "maximum_lag_on_failover": ha.maximum_lag_on_failover,
+        "paused": ha.pause,
+        "dcs_ok": view is not None,
+        "lease": {"holder": holder, "expires_mono": lease_expires if holder else None},
+        "postgres": {
+            "running": status.queryable,
+            "role": status.role,
+            "timeline": status.timeline,
+            "wal_position": status.wal_position,
+            "receive_lsn": status.receive_lsn,
+            "replay_lsn": status.replay_lsn,
+            "replication_state": status.replication_state,
+        },
+        "job": job,
+        "cluster_optime": view.status.optime if view is not None else None,
+        "tags": dict(tags),
+        "cluster": cluster,
+        "patroni_doc": patroni_doc(name, scope, status, view, job, tags, ha.pause, dcs_last_seen),
+        "events": events,
+    }

@@ -1,0 +1,74 @@
+"""Turn the effective configuration into what the manager's parts need: HaSettings and PgConfig."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from appliance.config.layering import Effective, LocalLayers, build_local, load_local
+from appliance.config.schema import DynamicConfig, LocalConfig
+from appliance.core.state import HaSettings
+from appliance.postgres.config import PgConfig, UserCredentials, split_host_port
+
+
+def load_node_config(config_path: str | None, env: Mapping[str, str] | None = None) -> tuple[LocalLayers, LocalConfig]:
+    """Read the local layers (file + env) and validate them; raises ConfigError naming the key."""
+    layers = load_local(config_path, os.environ if env is None else env)
+    return layers, build_local(layers)
+
+
+def ha_settings(dynamic: DynamicConfig, local: LocalConfig) -> HaSettings:
+    tags = local.tags
+    nofailover = str(tags.get("nofailover", "")).lower() in {"true", "1", "yes", "on"}
+    try:
+        priority = int(tags.get("failover_priority", 1))
+    except (TypeError, ValueError):
+        priority = 1
+    return HaSettings(
+        ttl=dynamic.ttl,
+        loop_wait=dynamic.loop_wait,
+        retry_timeout=dynamic.retry_timeout,
+        maximum_lag_on_failover=dynamic.maximum_lag_on_failover,
+        primary_start_timeout=dynamic.primary_start_timeout,
+        synchronous_mode=dynamic.synchronous_mode,
+        synchronous_mode_strict=dynamic.synchronous_mode_strict,
+        synchronous_node_count=dynamic.synchronous_node_count,
+        pause=dynamic.pause,
+        use_pg_rewind=dynamic.postgresql.use_pg_rewind,
+        use_slots=dynamic.postgresql.use_slots,
+        check_timeline=dynamic.check_timeline,
+        nofailover=nofailover,
+        failover_priority=0 if nofailover else priority,
+        replicatefrom=tags.get("replicatefrom"),
+    )
+
+
+def pg_config(effective: Effective) -> PgConfig:
+    local = effective.local
+    pg = local.postgresql
+    listen_host, listen_port = split_host_port(pg.listen)
+    connect_host, connect_port = split_host_port(pg.connect_address)
+    auth = pg.authentication
+    rewind = auth.rewind
+    hba = pg.pg_hba or effective.dynamic.postgresql.pg_hba or local.bootstrap.pg_hba
+    params: dict[str, Any] = dict(effective.postgresql_parameters)
+    return PgConfig(
+        name=local.name,
+        data_dir=pg.data_dir,
+        bin_dir=pg.bin_dir,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        connect_host=connect_host,
+        connect_port=connect_port,
+        superuser=UserCredentials(auth.superuser.username, auth.superuser.password),
+        replication=UserCredentials(auth.replication.username, auth.replication.password),
+        rewind_user=UserCredentials(rewind.username, rewind.password) if rewind else None,
+        parameters=params,
+        pg_hba=tuple(hba) if hba else None,
+        socket_dir=os.path.join(local.appliance.run_dir, "pgsocket"),
+    )
+
+
+def api_url(local: LocalConfig) -> str:
+    return f"http://{local.restapi.connect_address}/patroni"
