@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # PostgreSQL parameters that must be equal (or larger on replicas) cluster-wide: dynamic only.
 CLUSTER_WIDE_PARAMETERS: dict[str, Any] = {
@@ -102,6 +102,14 @@ class Etcd3(_Strict):
     username: str | None = None
     password: str | None = None
 
+    @field_validator("hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        # Patroni accepts "h1:2379,h2:2379" as well as a YAML list.
+        if isinstance(value, str):
+            return [host.strip() for host in value.split(",") if host.strip()]
+        return value
+
 
 class Postgresql(_Strict):
     listen: str = "0.0.0.0:5432"
@@ -112,6 +120,23 @@ class Postgresql(_Strict):
     parameters: dict[str, Any] = Field(default_factory=dict)
     pg_hba: list[str] | None = None
     database: str = "postgres"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """Patroni's ``postgresql.listen`` ("0.0.0.0:5432", "10.0.0.1,127.0.0.1:5432", "[::]:5432")
+    as (listen_addresses, port)."""
+    hosts, sep, port = listen.rpartition(":")
+    if not sep or not hosts or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host[,host...]:port, e.g. 0.0.0.0:5432 (got {listen!r})")
+    if hosts.startswith("[") and hosts.endswith("]"):
+        hosts = hosts[1:-1]
+    return hosts, int(port)
 
 
 class EtcdMember(_Strict):
