@@ -1,1 +1,43 @@
 """PostgreSQL control: initdb, basebackup, start/stop, promote, demote, rewind, status, conf files."""
+
+from appliance.postgres.config import (
+    STRICT_SYNC_PLACEHOLDER,
+    ConnInfo,
+    PgConfig,
+    UserCredentials,
+    conn_url,
+    format_sync_names,
+    parse_conn_url,
+    slot_name_for,
+    split_host_port,
+    strict_sync_names,
+)
+from appliance.postgres.control import PostgresControl, SlotChanges
+from appliance.postgres.controldata import ControlData, DataDirState, format_lsn, parse_lsn
+from appliance.postgres.errors import DataDirNotEmpty, PgError
+from appliance.postgres.status import PendingRestart, PgStatus, ReplicaConnection, WalReceiver
+
+__all__ = [
+    "STRICT_SYNC_PLACEHOLDER",
+    "ConnInfo",
+    "ControlData",
+    "DataDirNotEmpty",
+    "DataDirState",
+    "PendingRestart",
+    "PgConfig",
+    "PgError",
+    "PgStatus",
+    "PostgresControl",
+    "ReplicaConnection",
+    "SlotChanges",
+    "UserCredentials",
+    "WalReceiver",
+    "conn_url",
+    "format_lsn",
+    "format_sync_names",
+    "parse_conn_url",
+    "parse_lsn",
+    "slot_name_for",
+    "split_host_port",
+    "strict_sync_names",
+]

@@ -1,0 +1,321 @@
+"""PostgresControl: the one object the manager uses to run, query and reconfigure local PostgreSQL.
+
+The adapter makes no HA decision: it does what it is told and reports what it sees.
+Logs: the postmaster writes to PgConfig.log_file (default: postgresql.log beside the data dir),
+opened by pg_ctl -l. Inheriting our stderr instead (log_file=None) would tie PostgreSQL's logging
+to the pipe of whichever process started it, which outlives a manager restart badly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from appliance.postgres import files, provision
+from appliance.postgres.config import ConnInfo, PgConfig, slot_name_for
+from appliance.postgres.controldata import ControlData, DataDirState, data_dir_state, parse_controldata
+from appliance.postgres.errors import PgError
+from appliance.postgres.process import Runner, running_postmaster
+from appliance.postgres.status import PgStatus, connect, query_status
+
+log = logging.getLogger(__name__)
+
+STOP_MODES = ("smart", "fast", "immediate")
+_SYNC_LINE_RE = re.compile(r"^synchronous_standby_names = .*$", re.M)
+
+
+@dataclass(frozen=True)
+class SlotChanges:
+    """What ensure_slots did."""
+
+    created: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+
+
+class PostgresControl:
+    """Start/stop/promote/rewind/clone one data directory and report its state."""
+
+    def __init__(self, cfg: PgConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.runner = Runner(cfg.run_as)
+        self.owner = self.runner.owner
+
+    # -- data directory -------------------------------------------------------------------------
+
+    def data_dir_state(self) -> DataDirState:
+        return data_dir_state(self.cfg.data_dir)
+
+    def controldata(self) -> ControlData:
+        result = self.runner.run([self.cfg.binary("pg_controldata"), "-D", self.cfg.data_dir])
+        if not result.ok:
+            raise PgError(f"pg_controldata failed (is {self.cfg.data_dir} a data directory?): {result.tail(5)}")
+        return parse_controldata(result.output)
+
+    def sysid(self) -> str:
+        return self.controldata().system_identifier
+
+    def was_primary_when_stopped(self) -> bool:
+        """True when pg_control says the cluster last ran (or crashed) as a primary."""
+        return self.controldata().was_primary
+
+    def initdb(self, superuser_password: str | None = None) -> None:
+        """Create a new cluster and leave it running as a primary (see provision.initdb)."""
+        provision.initdb(self, self.cfg.superuser.password if superuser_password is None else superuser_password)
+
+    def basebackup(
+        self,
+        source: ConnInfo,
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        use_slot: bool = True,
+        timeout: float | None = None,
+    ) -> bool:
+        """Clone `source` into the empty data dir and configure a standby of it; PostgreSQL stays stopped."""
+        return provision.basebackup(self, source, parameters, use_slot, timeout)
+
+    def rewind(
+        self,
+        source: ConnInfo,
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        use_slot: bool = True,
+        timeout: float | None = None,
+    ) -> bool:
+        """pg_rewind from `source`, then configure a standby of it; False on failure. Must be stopped."""
+        return provision.rewind(self, source, parameters, use_slot, timeout)
+
+    def remove_data_dir(self) -> None:
+        """Empty the data dir (kept, mode 0700, owned by PostgreSQL's user) before a re-clone."""
+        if self.is_running():
+            raise PgError("PostgreSQL is running on this data directory: stop it before removing the data")
+        files.wipe_data_dir(self.cfg.data_dir, self.owner)
+        files.clear_incomplete(self.cfg.data_dir)
+
+    # -- configuration --------------------------------------------------------------------------
+
+    def write_config(
+        self,
+        parameters: Mapping[str, Any] | None = None,
+        primary_conninfo: str | ConnInfo | None = None,
+        primary_slot_name: str | None = None,
+        standby: bool = False,
+        synchronous_standby_names: str | None = None,
+    ) -> bool:
+        """Write postgresql.appliance.conf, the include line, pg_hba.conf and standby.signal.
+
+        parameters None: PgConfig.parameters. synchronous_standby_names None: the value in
+        `parameters`, else the one already in our file (so a reconfigure keeps the manager's choice).
+        Returns whether any file changed; the caller decides between reload and restart.
+        """
+        data_dir = self.cfg.data_dir
+        if not os.path.isfile(os.path.join(data_dir, "PG_VERSION")):
+            raise PgError(f"{data_dir} holds no cluster: initdb or clone before writing its config")
+        params = self.cfg.parameters if parameters is None else parameters
+        sync = synchronous_standby_names
+        if sync is None:
+            sync = params.get("synchronous_standby_names")
+        if sync is None:
+            sync = files.read_appliance_conf(data_dir).get("synchronous_standby_names", "")
+        conninfo = primary_conninfo.dsn() if isinstance(primary_conninfo, ConnInfo) else primary_conninfo
+        text = files.render_appliance_conf(self.cfg, params, conninfo, primary_slot_name, str(sync))
+        changed = files.write_file(os.path.join(data_dir, files.APPLIANCE_CONF), text, self.owner)
+        changed |= files.ensure_include(data_dir, self.owner)
+        hba = files.render_hba(self.cfg.hba_lines)
+        changed |= files.write_file(os.path.join(data_dir, "pg_hba.conf"), hba, self.owner)
+        changed |= files.set_standby_signal(data_dir, standby, self.owner)
+        return changed
+
+    def current_parameters(self) -> dict[str, str]:
+        """The parameters in our conf file now (without the keys we manage); PgConfig's when none."""
+        found = files.read_appliance_conf(self.cfg.data_dir)
+        params = {k: v for k, v in found.items() if k not in files.LOCAL_IDENTITY_KEYS}
+        return params or dict(self.cfg.parameters)
+
+    def set_synchronous_standby_names(self, value: str, timeout: float = 5.0) -> bool:
+        """Put `value` in our conf file and reload; returns once the server uses it (or the timeout)."""
+        path = os.path.join(self.cfg.data_dir, files.APPLIANCE_CONF)
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except FileNotFoundError:
+            raise PgError(f"{path} is missing: call write_config before setting sync standbys") from None
+        line = f"synchronous_standby_names = {files.conf_value(value)}"
+        new = _SYNC_LINE_RE.sub(lambda _m: line, text) if _SYNC_LINE_RE.search(text) else text + line + "\n"
+        changed = files.write_file(path, new, self.owner)
+        if self.is_running():
+            self.reload()
+            self._wait_setting("synchronous_standby_names", value, timeout)
+        return changed
+
+    def _wait_setting(self, name: str, value: str, timeout: float) -> bool:
+        deadline = self.clock() + timeout
+        while True:
+            try:
+                rows = self.query("SELECT current_setting(%s)", (name,))
+                if rows and rows[0][0] == value:
+                    return True
+            except psycopg.Error as exc:
+                log.debug("waiting for %s: %s", name, exc)
+            if self.clock() >= deadline:
+                log.warning("%s did not become %r within %.0f s after reload", name, value, timeout)
+                return False
+            time.sleep(0.05)
+
+    # -- process --------------------------------------------------------------------------------
+
+    def postmaster_pid(self) -> int | None:
+        found = running_postmaster(self.cfg.data_dir)
+        return found.pid if found else None
+
+    def is_running(self) -> bool:
+        return self.postmaster_pid() is not None
+
+    def start(self, timeout: float = 60.0) -> bool:
+        """pg_ctl start -w. False: failed, or not accepting connections within `timeout`
+        (then it may still be starting: see is_running())."""
+        if self.is_running():
+            return True
+        state = self.data_dir_state()
+        if state is not DataDirState.VALID:
+            raise PgError(f"cannot start PostgreSQL: data directory {self.cfg.data_dir} is {state.value}")
+        return self._start(timeout)
+
+    def _start(self, timeout: float) -> bool:
+        """pg_ctl start without the data dir check (initdb starts its still-incomplete cluster)."""
+        self._prepare_runtime_paths()
+        args = [self.cfg.binary("pg_ctl"), "start", "-w", "-s", "-t", str(max(1, math.ceil(timeout)))]
+        args += ["-D", self.cfg.data_dir]
+        if self.cfg.log_file:
+            args += ["-l", self.cfg.log_file]
+        # Without -l the postmaster keeps pg_ctl's stdout: capturing it would wait for the server's exit.
+        result = self.runner.run(args, capture=bool(self.cfg.log_file), timeout=timeout + 15)
+        if not result.ok:
+            log.error("PostgreSQL did not start (see %s): %s", self.cfg.log_file or "stderr", result.tail(5))
+        return result.ok
+
+    def _prepare_runtime_paths(self) -> None:
+        if not os.path.isdir(self.cfg.socket_dir):
+            files.make_private_dir(self.cfg.socket_dir, self.owner, 0o750)
+        if self.cfg.log_file and not os.path.exists(self.cfg.log_file):
+            with open(self.cfg.log_file, "a", encoding="utf-8"):
+                pass
+            os.chmod(self.cfg.log_file, 0o640)
+            if self.owner:
+                self.owner.apply(self.cfg.log_file)
+
+    def stop(self, mode: str = "fast", timeout: float = 60.0) -> bool:
+        """pg_ctl stop -m mode -w. True when no postmaster runs afterwards."""
+        if mode not in STOP_MODES:
+            raise ValueError(f"stop mode must be one of {STOP_MODES}, got {mode!r}")
+        if not self.is_running():
+            return True
+        args = [self.cfg.binary("pg_ctl"), "stop", "-s", "-D", self.cfg.data_dir, "-m", mode, "-w"]
+        args += ["-t", str(max(1, math.ceil(timeout)))]
+        result = self.runner.run(args, timeout=timeout + 15)
+        if result.ok:
+            return True
+        still = self.is_running()
+        if still:
+            log.error("PostgreSQL did not stop (%s) within %.0f s: %s", mode, timeout, result.tail(5))
+        return not still
+
+    def restart(self, timeout: float = 60.0, mode: str = "fast") -> bool:
+        return self.stop(mode, timeout) and self.start(timeout)
+
+    def reload(self) -> bool:
+        """SIGHUP the postmaster (re-read conf files); False when it is not running."""
+        pid = self.postmaster_pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def promote(self, timeout: float = 30.0) -> bool:
+        """Promote a running standby; True once it accepts writes. Checkpoints afterwards so that
+        pg_control (read by pg_rewind on the others) shows the new timeline."""
+        if not self.is_running():
+            return False
+        if self._in_recovery() is False:
+            return True
+        result = self.runner.run([self.cfg.binary("pg_ctl"), "promote", "-W", "-s", "-D", self.cfg.data_dir])
+        if not result.ok:
+            log.error("pg_ctl promote failed: %s", result.tail(5))
+            return False
+        deadline = self.clock() + timeout
+        while self._in_recovery() is not False:
+            if self.clock() >= deadline:
+                log.error("promotion did not finish within %.0f s", timeout)
+                return False
+            time.sleep(0.05)
+        try:
+            self.checkpoint()
+        except psycopg.Error as exc:
+            log.warning("checkpoint after promotion failed (pg_rewind may see a stale timeline): %s", exc)
+        return True
+
+    def _in_recovery(self) -> bool | None:
+        try:
+            return bool(self.query("SELECT pg_is_in_recovery()")[0][0])
+        except psycopg.Error:
+            return None
+
+    # -- SQL ------------------------------------------------------------------------------------
+
+    def connect(self, statement_timeout_ms: int = 2000) -> psycopg.Connection[Any]:
+        """Superuser, unix socket, autocommit, short timeouts."""
+        return connect(self.cfg.local_conninfo(), statement_timeout_ms)
+
+    def query(
+        self, sql: str, params: tuple[Any, ...] | None = None, statement_timeout_ms: int = 2000
+    ) -> list[tuple[Any, ...]]:
+        with self.connect(statement_timeout_ms) as conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            return [tuple(r) for r in cur.fetchall()] if cur.description else []
+
+    def checkpoint(self, timeout_ms: int = 300_000) -> None:
+        self.query("CHECKPOINT", statement_timeout_ms=timeout_ms)
+
+    def status(self) -> PgStatus:
+        """Never raises: running=False without a postmaster; error=... when it does not answer."""
+        if running_postmaster(self.cfg.data_dir) is None:
+            return PgStatus(running=False)
+        try:
+            with self.connect() as conn:
+                return query_status(conn)
+        except psycopg.Error as exc:
+            return PgStatus(running=True, error=str(exc).strip() or type(exc).__name__)
+
+    def ensure_slots(self, names: Iterable[str]) -> SlotChanges:
+        """On a primary: create the missing physical slots (reserving WAL now) and drop inactive
+        physical slots not in `names`. Names are sanitised; our own slot is never created."""
+        wanted = {slot_name_for(n) for n in names} - {self.cfg.slot_name}
+        if self._in_recovery() is not False:
+            return SlotChanges()
+        rows = self.query("SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'")
+        existing = {name: active for name, active in rows}
+        created = tuple(sorted(wanted - existing.keys()))
+        for name in created:
+            self.query("SELECT pg_create_physical_replication_slot(%s, true)", (name,))
+        dropped: list[str] = []
+        for name in sorted(existing.keys() - wanted):
+            if existing[name]:
+                continue
+            try:
+                self.query("SELECT pg_drop_replication_slot(%s)", (name,))
+                dropped.append(name)
+            except psycopg.errors.ObjectInUse:
+                log.info("slot %s became active; kept", name)
+        return SlotChanges(created, tuple(dropped))
