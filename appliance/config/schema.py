@@ -56,7 +56,7 @@ class DynamicConfig(_Strict):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    ttl: int = Field(default=6, ge=2)
+    ttl: int = Field(default=5, ge=2)
     loop_wait: int = Field(default=1, ge=1)
     retry_timeout: int = Field(default=2, ge=1)
     maximum_lag_on_failover: int = Field(default=1048576, ge=0)

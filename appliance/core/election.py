@@ -61,7 +61,7 @@ def _peer_alive(peers: tuple[PeerStatus, ...], name: str) -> bool:
 def _peer_beats_us(peer: PeerStatus, view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
     if peer.name == local.name or not peer.reachable:
         return None
-    if peer.running and peer.role == Role.PRIMARY.value:
+    if peer.running and peer.role in (Role.PRIMARY.value, "master"):
         return f"{peer.name} is still running as primary"
     if peer.nofailover or peer.failover_priority <= 0:
         return None

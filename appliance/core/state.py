@@ -80,7 +80,7 @@ class LocalState:
 class HaSettings:
     """The settings decide() reads: the dynamic config plus this node's tags."""
 
-    ttl: int = 6
+    ttl: int = 5
     loop_wait: int = 1
     retry_timeout: int = 2
     maximum_lag_on_failover: int = 1048576

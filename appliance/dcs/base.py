@@ -72,7 +72,10 @@ class DCS(Protocol):
         ...
 
     def write_sync(self, leader: str, sync_standby: tuple[str, ...], expected_revision: int | None) -> bool:
-        """Write ``sync`` with CAS (None: create-only; 0 is treated as "absent")."""
+        """Write ``sync`` with CAS (None: create-only; 0 is treated as "absent").
+
+        The implementations also take ``quorum: int | None = 0`` (Patroni writes 0 outside quorum mode).
+        """
         ...
 
     def write_failover(self, failover: Failover, expected_revision: int | None) -> bool:
@@ -100,7 +103,11 @@ class DCS(Protocol):
         ...
 
     def wait(self, timeout: float) -> bool:
-        """Block up to ``timeout`` s; return early (True) when a watched key changed."""
+        """Block up to ``timeout`` s; return early (True) when a watched key changed.
+
+        Watched: leader, config, status, failover, sync, initialize, and members/* deletions, when
+        changed by someone else after the last read() (or the last True); our own writes never wake us.
+        """
         ...
 
     def close(self) -> None:

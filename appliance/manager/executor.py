@@ -42,7 +42,8 @@ class Executor:
                 self._last_wait = act.reason
                 done.append((act, True))
                 continue
-            self._last_wait = None
+            if not isinstance(act, (a.UpdateLeader, a.EnsureSlots, a.WriteStatus)):
+                self._last_wait = None
             try:
                 ok = self._dispatch(act)
             except DCSError as exc:

@@ -107,7 +107,7 @@ def test_listen_sets_port_and_reports_a_conflicting_parameter(tmp_path: Path) ->
     ("env", "terms"),
     [
         ({"APPLIANCE_TTL": "4"}, "(got 1 + 2*2 > 4)"),
-        ({"APPLIANCE_LOOP_WAIT": "10"}, "(got 10 + 2*2 > 6)"),
+        ({"APPLIANCE_LOOP_WAIT": "10"}, "(got 10 + 2*2 > 5)"),
     ],
 )
 def test_timing_rule_names_ttl_and_the_sources(env: dict[str, str], terms: str) -> None:

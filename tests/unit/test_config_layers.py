@@ -62,7 +62,7 @@ TTL_CASES: list[tuple[set[str], int, str]] = [
     ({"bootstrap", "file", "env"}, 50, "env APPLIANCE_TTL"),
     ({"bootstrap", "file"}, 40, "file "),
     ({"bootstrap"}, 35, "file "),
-    (set(), 6, "default"),
+    (set(), 5, "default"),
 ]
 
 

@@ -1,0 +1,277 @@
+"""gRPC access to every etcd member: per-request timeouts, failover between endpoints, auth, DCSError."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from pyetcd import etcdrpc
+
+from appliance.dcs.base import DCSError
+from appliance.dcs.kv import LeaseNotFound
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Metadata = tuple[tuple[str, str], ...]
+
+MIN_REQUEST_TIMEOUT = 0.5
+_ROUND_PAUSE = 0.1  # after every endpoint failed once in a row: do not spin on refused connections
+# Reconnect quickly to a member that comes back; the gRPC default backoff grows to 120 s.
+# Keepalive pings (etcd 3.4 tolerates one every 5 s) detect a frozen member under a long watch.
+_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 10000),
+    ("grpc.keepalive_timeout_ms", 5000),
+)
+# Answers that another member would give just the same: do not fail over, report.
+_FINAL_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.NOT_FOUND,
+    }
+)
+# etcd's answers when a request carries no token or a stale one.
+_AUTH_NEEDED = ("invalid auth token", "user name is empty")
+
+
+def parse_host(host: str) -> str:
+    """``host``, ``host:port`` or ``http://host:port`` → gRPC target ``host:port`` (default port 2379)."""
+    target = host.strip()
+    if target.startswith("https://"):
+        raise ValueError(f"etcd host {host!r}: TLS endpoints are not supported by this adapter yet; use http://")
+    target = target.removeprefix("http://").rstrip("/")
+    if not target or "/" in target:
+        raise ValueError(f"etcd host {host!r} is not host[:port]")
+    if target.startswith("["):
+        return target if "]:" in target else f"{target}:2379"
+    if target.count(":") > 1:
+        return f"[{target}]:2379"
+    if ":" in target:
+        port = target.rsplit(":", 1)[1]
+        if not port.isdigit():
+            raise ValueError(f"etcd host {host!r}: port {port!r} is not a number")
+        return target
+    return f"{target}:2379"
+
+
+class Endpoint:
+    """One etcd member: a lazily opened channel and its stubs."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self._stubs: dict[str, Any] = {}
+        self._closed = False
+
+    def _stub(self, name: str, factory: Callable[[grpc.Channel], Any]) -> Any:
+        with self._lock:
+            if self._closed:
+                raise DCSError(f"the connection to etcd {self.target} has been closed")
+            if self._channel is None:
+                self._channel = grpc.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+            stub = self._stubs.get(name)
+            if stub is None:
+                stub = self._stubs[name] = factory(self._channel)
+            return stub
+
+    @property
+    def kv(self) -> Any:
+        return self._stub("kv", etcdrpc.KVStub)
+
+    @property
+    def lease(self) -> Any:
+        return self._stub("lease", etcdrpc.LeaseStub)
+
+    @property
+    def watch(self) -> Any:
+        return self._stub("watch", etcdrpc.WatchStub)
+
+    @property
+    def auth(self) -> Any:
+        return self._stub("auth", etcdrpc.AuthStub)
+
+    def close(self) -> None:
+        with self._lock:
+            channel, self._channel = self._channel, None
+            self._stubs.clear()
+            self._closed = True
+        if channel is not None:
+            channel.close()
+
+
+class NoAnswer(Exception):
+    """A stream ended without the answer we asked for: try the next member."""
+
+
+class EtcdTransport:
+    """Runs each request against the current member and fails over to the next one within a budget.
+
+    The budget of one request is ``retry_timeout``; each attempt gets ``retry_timeout / len(hosts)``
+    (at least MIN_REQUEST_TIMEOUT), so a frozen member cannot eat the whole budget.
+    """
+
+    def __init__(
+        self,
+        hosts: list[str],
+        retry_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        if not hosts:
+            raise ValueError("etcd3.hosts is empty: list every etcd member's client address")
+        if (username is None) != (password is None):
+            raise ValueError("etcd3.username and etcd3.password must be set together")
+        self.endpoints = [Endpoint(parse_host(h)) for h in hosts]
+        self.retry_timeout = float(retry_timeout)
+        self.request_timeout = max(MIN_REQUEST_TIMEOUT, self.retry_timeout / len(self.endpoints))
+        self._clock = clock
+        self._username = username
+        self._password = password
+        self._token: str | None = None if username else ""
+        self._lock = threading.Lock()
+        self._current = 0
+        self._failed_at = [float("-inf")] * len(self.endpoints)
+        self._closed = False
+        self._listeners: list[Callable[[int], None]] = []
+
+    @property
+    def targets(self) -> list[str]:
+        return [ep.target for ep in self.endpoints]
+
+    def current(self) -> tuple[int, Endpoint]:
+        with self._lock:
+            return self._current, self.endpoints[self._current]
+
+    def add_failure_listener(self, listener: Callable[[int], None]) -> None:
+        self._listeners.append(listener)
+
+    def mark_failed(self, index: int) -> None:
+        """Move on from member ``index`` (if it is still the current one) and tell the listeners."""
+        count = len(self.endpoints)
+        with self._lock:
+            self._failed_at[index] = self._clock()
+            if self._current == index and count > 1:
+                # Prefer the member that failed longest ago (or never): do not go back to a frozen one.
+                others = [(index + k) % count for k in range(1, count)]
+                self._current = min(others, key=lambda i: self._failed_at[i])
+        for listener in self._listeners:
+            listener(index)
+
+    def call(self, what: str, fn: Callable[[Endpoint, float, Metadata], T]) -> tuple[T, float]:
+        """Run ``fn(endpoint, timeout, metadata)``; returns its result and when the good attempt was sent."""
+        if self._closed:
+            raise DCSError(f"cannot {what}: this etcd client has been closed")
+        deadline = self._clock() + self.retry_timeout
+        count = len(self.endpoints)
+        max_attempts = count * (int(self.retry_timeout / _ROUND_PAUSE) + 2)
+        last_error = "no attempt made"
+        for attempt in range(1, max_attempts + 1):
+            index, endpoint = self.current()
+            timeout = max(0.05, min(self.request_timeout, deadline - self._clock()))
+            sent = self._clock()
+            try:
+                return fn(endpoint, timeout, self._metadata(endpoint, timeout)), sent
+            except grpc.RpcError as exc:
+                last_error = self._handle_rpc_error(what, index, exc)
+            except NoAnswer as exc:
+                last_error = f"{endpoint.target}: {exc}"
+                self.mark_failed(index)
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                break
+            if attempt % count == 0:
+                time.sleep(min(_ROUND_PAUSE, remaining))
+        raise DCSError(
+            f"etcd did not answer {what} within {self.retry_timeout:g}s from any of {', '.join(self.targets)} "
+            f"(last error: {last_error}); check that a majority of the etcd members is up and reachable"
+        )
+
+    def _handle_rpc_error(self, what: str, index: int, exc: grpc.RpcError) -> str:
+        code = _code(exc)
+        code_name = code.name if code is not None else "UNKNOWN"
+        details = _details(exc)
+        target = self.endpoints[index].target
+        if code == grpc.StatusCode.NOT_FOUND and "lease not found" in details:
+            raise LeaseNotFound(f"etcd {target} refused {what}: {details}")
+        if code == grpc.StatusCode.UNAUTHENTICATED or any(m in details for m in _AUTH_NEEDED):
+            if not self._username:
+                raise DCSError(
+                    f"etcd {target} requires authentication ({details}); set etcd3.username and etcd3.password"
+                )
+            with self._lock:
+                self._token = None  # expired, or auth was enabled after we started: log in again
+        elif code in _FINAL_CODES:
+            raise DCSError(f"etcd {target} refused {what}: {details} ({code_name})")
+        else:
+            self.mark_failed(index)
+        return f"{target}: {code_name} {details}"
+
+    def _metadata(self, endpoint: Endpoint, timeout: float) -> Metadata:
+        with self._lock:
+            token = self._token
+        if token is None:
+            token = self._authenticate(endpoint, timeout)
+        return (("token", token),) if token else ()
+
+    def _authenticate(self, endpoint: Endpoint, timeout: float) -> str:
+        request = etcdrpc.AuthenticateRequest(name=self._username, password=self._password)
+        try:
+            token = str(endpoint.auth.Authenticate(request, timeout=timeout).token)
+        except grpc.RpcError as exc:
+            details = _details(exc)
+            if "authentication is not enabled" in details:
+                token = ""
+            elif _code(exc) in _FINAL_CODES:
+                raise DCSError(
+                    f"etcd {endpoint.target} rejected user {self._username!r}: {details}; "
+                    "check etcd3.username and etcd3.password"
+                ) from None
+            else:
+                raise
+        with self._lock:
+            self._token = token
+        return token
+
+    def stream_metadata(self) -> tuple[int, Endpoint, Metadata]:
+        """Endpoint and metadata for a long-lived stream (authenticating first if needed)."""
+        metadata, _ = self.call("authenticate", lambda ep, timeout, md: md)
+        index, endpoint = self.current()
+        return index, endpoint, metadata
+
+    def close(self) -> None:
+        self._closed = True
+        for endpoint in self.endpoints:
+            endpoint.close()
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line account of a gRPC failure (the default repr spans several lines)."""
+    if isinstance(exc, grpc.RpcError):
+        code = _code(exc)
+        return f"{code.name if code is not None else 'UNKNOWN'} {_details(exc)}"
+    return str(exc)
+
+
+def _code(exc: grpc.RpcError) -> grpc.StatusCode | None:
+    code = getattr(exc, "code", None)
+    return code() if callable(code) else None
+
+
+def _details(exc: grpc.RpcError) -> str:
+    details = getattr(exc, "details", None)
+    text = details() if callable(details) else None
+    return str(text or exc)
