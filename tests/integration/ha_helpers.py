@@ -1,0 +1,140 @@
+"""Helpers for the HA integration tests: SQL through HAProxy, a write ledger, DCS reads, waiting."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+
+from appliance.core.model import ClusterView
+from appliance.dcs.etcd import EtcdDCS
+from appliance.runtime.demo import DemoCluster
+
+T = TypeVar("T")
+
+
+def sql(dsn: str, query: str, params: tuple[Any, ...] | None = None, timeout: int = 3) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn, connect_timeout=timeout, autocommit=True) as conn:
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+
+def try_write(dsn: str, value: int) -> bool:
+    try:
+        sql(dsn, "INSERT INTO ledger(id) VALUES (%s)", (value,), timeout=1)
+    except psycopg.Error:
+        return False
+    return True
+
+
+def wait_until(what: str, fn: Callable[[], T | None], timeout: float, interval: float = 0.2) -> T:
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = fn()
+            if value:
+                return value
+        except Exception as exc:  # a node being down is expected while waiting
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc})")
+
+
+def observer(cluster: DemoCluster) -> EtcdDCS:
+    """A DCS client that only reads (no lease, no member key)."""
+    status = cluster.status()
+    hosts = [e.removeprefix("http://") for e in status["etcd"]]
+    return EtcdDCS(hosts=hosts, scope=status["scope"], namespace="/service/", name="test-observer", ttl=5,
+                   retry_timeout=3)
+
+
+def read_view(cluster: DemoCluster) -> ClusterView:
+    dcs = observer(cluster)
+    try:
+        return dcs.read()
+    finally:
+        dcs.close()
+
+
+def patch_config(cluster: DemoCluster, changes: dict[str, Any]) -> None:
+    dcs = observer(cluster)
+    try:
+        view = dcs.read()
+        assert view.config is not None, "no config key to patch"
+        merged = {**view.config, **changes}
+        assert dcs.write_config(merged, view.config_revision), "config CAS failed"
+    finally:
+        dcs.close()
+
+
+def roles(cluster: DemoCluster) -> dict[str, tuple[str | None, str | None]]:
+    return {m["name"]: (m.get("role"), m.get("state")) for m in cluster.status()["members"]}
+
+
+def healthy(cluster: DemoCluster) -> str | None:
+    """The primary's name when one primary and every other node a running replica; else None."""
+    members = cluster.status()["members"]
+    primaries = [m["name"] for m in members if m.get("role") == "primary" and m.get("state") == "running"]
+    replicas = [m for m in members if m.get("role") == "replica" and m.get("state") == "running"]
+    if len(primaries) == 1 and len(replicas) == len(members) - 1:
+        return primaries[0]
+    return None
+
+
+class Ledger:
+    """A writer through HAProxy 5000 that records every acknowledged commit."""
+
+    def __init__(self, dsn: str, interval: float = 0.02) -> None:
+        self.dsn = dsn
+        self.interval = interval
+        self.acked: list[int] = []
+        self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._next = 1
+
+    def _run(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        while not self._stop.is_set():
+            value = self._next
+            self._next += 1
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.dsn, connect_timeout=1, autocommit=True)
+                conn.execute("SET statement_timeout = '3s'")
+                conn.execute("INSERT INTO ledger(id) VALUES (%s)", (value,))
+                self.acked.append(value)  # the server acknowledged the commit
+            except psycopg.Error:
+                self.failed += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.1)
+            time.sleep(self.interval)
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> Ledger:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def acked_since(self, count: int) -> int:
+        return len(self.acked) - count
+
+
+def api_get(cluster: DemoCluster, node: str, path: str) -> Any:
+    import json
+    import urllib.request
+
+    member = next(m for m in cluster.status()["members"] if m["name"] == node)
+    base = member["api_url"].removesuffix("/patroni")
+    with urllib.request.urlopen(base + path, timeout=3) as resp:
+        return json.loads(resp.read().decode())
