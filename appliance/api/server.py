@@ -9,7 +9,7 @@ from gunicorn.app.base import BaseApplication
 from appliance.api.app import create_app
 
 
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
+class _Gunicorn(BaseApplication):
     def __init__(self, app: Any, options: dict[str, Any]) -> None:
         self._app = app
         self._options = options

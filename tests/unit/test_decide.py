@@ -227,3 +227,26 @@ def test_non_strict_sync_without_standbys_falls_back_to_async() -> None:
     acts = decide(view(sync=SyncState("n1", ())), primary(synchronous_standby_names='FIRST 1 ("n2")'), cfg)
     ssn = [x for x in acts if isinstance(x, a.SetSyncStandbyNames)]
     assert ssn and ssn[0].value == ""
+
+
+def test_interrupted_bootstrap_is_wiped() -> None:
+    acts = decide(ClusterView(initialize="", leader=Leader("n1")),
+                  LocalState(name="n1", now=1.0, data_dir=DataDir.INCOMPLETE), CFG)
+    assert kinds(acts) == ["WipeDataDir"]
+
+
+def test_interrupted_clone_reclones_from_the_leader() -> None:
+    acts = decide(view(), LocalState(name="n2", now=1.0, data_dir=DataDir.INCOMPLETE), CFG)
+    assert kinds(acts) == ["Reinitialize"] and acts[0].source is not None  # type: ignore[attr-defined]
+    assert acts[0].source.name == "n1"  # type: ignore[attr-defined]
+
+
+def test_interrupted_clone_waits_without_a_leader() -> None:
+    acts = decide(view(leader=None), LocalState(name="n2", now=1.0, data_dir=DataDir.INCOMPLETE), CFG)
+    assert kinds(acts) == ["Wait"]
+
+
+def test_promotion_carries_the_known_history() -> None:
+    hist = (HistoryEntry(1, 500, "no recovery target"),)
+    acts = decide(view(leader=None, history=hist), replica(), CFG)
+    assert isinstance(acts[-1], a.Promote) and acts[-1].history == hist

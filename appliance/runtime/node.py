@@ -1,0 +1,129 @@
+"""One appliance node's supervised programs (etcd, manager, haproxy, api) from its LocalConfig."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from appliance.config.schema import LocalConfig
+from appliance.proxy.haproxy import haproxy_command
+from appliance.runtime.etcd import ClusterState, etcd_command
+from appliance.runtime.supervisor import (
+    PRIORITIES,
+    LogTarget,
+    Program,
+    SupervisorSpec,
+    appliance_command,
+    package_root,
+)
+
+ALL_PROGRAMS: tuple[str, ...] = ("etcd", "manager", "haproxy", "api")
+# A Python program needs about a second just to import; a crash at start-up must count as a failed
+# start (BACKOFF, then FATAL), not as a run, or supervisord would hide a crash loop forever.
+PYTHON_STARTSECS = 5
+
+
+def load_local_config(path: str | Path) -> LocalConfig:
+    """Read and validate a node's YAML file; the error names the file and the field."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read node config {path}: {exc}") from exc
+    try:
+        return LocalConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(f"invalid node config {path}: {exc}") from exc
+
+
+def default_programs(config: LocalConfig) -> tuple[str, ...]:
+    wanted = {"manager", "api"}
+    if config.etcd.enabled:
+        wanted.add("etcd")
+    if config.haproxy.enabled:
+        wanted.add("haproxy")
+    return tuple(name for name in ALL_PROGRAMS if name in wanted)
+
+
+def _program(
+    name: str, config: LocalConfig, config_path: str, python: str, etcd_state: ClusterState, haproxy_cfg: str
+) -> Program:
+    if name == "etcd":
+        etcd = etcd_command(config, etcd_state)
+        return Program("etcd", etcd.argv, PRIORITIES["etcd"], environment=etcd.env, startsecs=3, stopwaitsecs=15)
+    if name == "manager":
+        # The manager owns the postmaster: no group signals, and time for a fast shutdown checkpoint.
+        return Program(
+            "manager",
+            appliance_command(python, "manager", "--config", config_path),
+            PRIORITIES["manager"],
+            startsecs=PYTHON_STARTSECS,
+            stopsignal="TERM",
+            stopwaitsecs=45,
+            stopasgroup=False,
+            killasgroup=False,
+        )
+    if name == "api":
+        return Program(
+            "api",
+            appliance_command(python, "api", "--config", config_path),
+            PRIORITIES["api"],
+            startsecs=PYTHON_STARTSECS,
+            stopwaitsecs=35,
+            stopasgroup=True,
+            killasgroup=True,
+        )
+    if name == "haproxy":
+        cfg = haproxy_cfg or os.path.join(config.appliance.run_dir, "haproxy.cfg")
+        return Program("haproxy", haproxy_command(cfg), PRIORITIES["haproxy"], startsecs=2, stopwaitsecs=10)
+    raise ValueError(f"unknown program {name!r}: choose among {', '.join(ALL_PROGRAMS)}")
+
+
+def node_programs(
+    config: LocalConfig,
+    config_path: str | Path,
+    *,
+    programs: Sequence[str] | None = None,
+    haproxy_cfg: str | None = None,
+    etcd_state: ClusterState = "new",
+    python: str = sys.executable,
+) -> list[Program]:
+    """The programs of one node; ``programs`` selects a subset (e.g. ``("etcd",)`` in tests)."""
+    names = default_programs(config) if programs is None else tuple(programs)
+    path = str(Path(config_path).resolve())
+    return [_program(name, config, path, python, etcd_state, haproxy_cfg or "") for name in names]
+
+
+def node_supervisor_spec(
+    config: LocalConfig,
+    config_path: str | Path,
+    *,
+    log: LogTarget | None = None,
+    user: str | None = None,
+    nodaemon: bool = True,
+    programs: Sequence[str] | None = None,
+    haproxy_cfg: str | None = None,
+    etcd_state: ClusterState = "new",
+    python: str = sys.executable,
+) -> SupervisorSpec:
+    """The supervisord spec of one node: run dir from ``appliance.run_dir``, logs to ``log``."""
+    return SupervisorSpec(
+        run_dir=config.appliance.run_dir,
+        programs=node_programs(
+            config,
+            config_path,
+            programs=programs,
+            haproxy_cfg=haproxy_cfg,
+            etcd_state=etcd_state,
+            python=python,
+        ),
+        log=log or LogTarget.stdio(),
+        user=user,
+        nodaemon=nodaemon,
+        python=python,
+        environment={"PYTHONPATH": package_root()},
+    )

@@ -1,0 +1,119 @@
+"""supervisord.conf rendering: sections, priorities, log targets, user switch, FATAL listener."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+from supervisor.options import ServerOptions
+
+from appliance.config.schema import LocalConfig
+from appliance.runtime.node import node_supervisor_spec
+from appliance.runtime.supervisor import LogTarget, Program, SupervisorSpec, render_supervisord_conf
+
+
+def _config(tmp_path: Path) -> LocalConfig:
+    return LocalConfig.model_validate(
+        {
+            "name": "node1",
+            "appliance": {"run_dir": str(tmp_path / "run")},
+            "etcd": {"data_dir": str(tmp_path / "etcd"), "advertise_peer": "10.0.0.1:2380"},
+        }
+    )
+
+
+def _parse(text: str) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser()
+    parser.read_string(text)
+    return parser
+
+
+def test_full_node_has_every_program_in_priority_order(tmp_path: Path) -> None:
+    spec = node_supervisor_spec(_config(tmp_path), tmp_path / "node.yml", user="postgres")
+    conf = _parse(render_supervisord_conf(spec))
+    programs = [s for s in conf.sections() if s.startswith("program:")]
+    assert programs == ["program:etcd", "program:manager", "program:haproxy", "program:api"]
+    assert [conf.getint(s, "priority") for s in programs] == [10, 20, 30, 40]
+    assert conf.get("supervisord", "user") == "postgres"
+    assert conf.get("supervisord", "nodaemon") == "true"
+    assert 'HOME="' in conf.get("supervisord", "environment")
+    assert conf.get("unix_http_server", "file") == str(tmp_path / "run" / "supervisor.sock")
+    assert conf.get("supervisorctl", "serverurl") == f"unix://{tmp_path}/run/supervisor.sock"
+
+
+def test_manager_stanza_leaves_postgres_alone(tmp_path: Path) -> None:
+    conf = _parse(render_supervisord_conf(node_supervisor_spec(_config(tmp_path), tmp_path / "node.yml")))
+    manager = dict(conf.items("program:manager"))
+    assert manager["stopsignal"] == "TERM"
+    assert manager["stopwaitsecs"] == "45"
+    assert manager["stopasgroup"] == "false" and manager["killasgroup"] == "false"
+    assert manager["autorestart"] == "true"
+    argv = shlex.split(manager["command"])
+    assert argv == [sys.executable, "-m", "appliance", "manager", "--config", str((tmp_path / "node.yml").resolve())]
+    assert not any(s == "program:postgres" for s in conf.sections())
+
+
+def test_stdio_logs_have_rotation_off(tmp_path: Path) -> None:
+    conf = _parse(render_supervisord_conf(node_supervisor_spec(_config(tmp_path), "n.yml")))
+    assert conf.get("supervisord", "logfile") == "/dev/stdout"
+    assert conf.get("supervisord", "logfile_maxbytes") == "0"
+    for name in ("etcd", "manager", "haproxy", "api"):
+        section = f"program:{name}"
+        assert conf.get(section, "stdout_logfile") == "/dev/stdout"
+        assert conf.get(section, "stdout_logfile_maxbytes") == "0"
+        assert conf.get(section, "stderr_logfile") == "/dev/stderr"
+        assert conf.get(section, "stderr_logfile_maxbytes") == "0"
+
+
+def test_file_logs_go_to_one_file_per_program(tmp_path: Path) -> None:
+    spec = node_supervisor_spec(_config(tmp_path), "n.yml", log=LogTarget.files(tmp_path / "log"), nodaemon=False)
+    conf = _parse(render_supervisord_conf(spec))
+    assert conf.get("supervisord", "logfile") == str(tmp_path / "log" / "supervisord.log")
+    assert conf.get("supervisord", "nodaemon") == "false"
+    assert conf.get("program:etcd", "stdout_logfile") == str(tmp_path / "log" / "etcd.log")
+    assert conf.get("program:etcd", "redirect_stderr") == "true"
+    assert conf.get("eventlistener:fatal_listener", "stderr_logfile") == str(tmp_path / "log" / "fatal_listener.log")
+
+
+def test_program_selection_and_listener_watch_list(tmp_path: Path) -> None:
+    spec = node_supervisor_spec(_config(tmp_path), "n.yml", programs=["etcd"])
+    conf = _parse(render_supervisord_conf(spec))
+    assert [s for s in conf.sections() if s.startswith("program:")] == ["program:etcd"]
+    listener = dict(conf.items("eventlistener:fatal_listener"))
+    assert listener["events"] == "PROCESS_STATE_FATAL"
+    argv = shlex.split(listener["command"])
+    assert argv[:3] == [sys.executable, "-m", "appliance.runtime.fatal_listener"]
+    assert argv[argv.index("--programs") + 1] == "etcd"
+    assert argv[argv.index("--marker") + 1] == str(tmp_path / "run" / "supervisord.fatal")
+
+
+def test_no_user_line_without_user(tmp_path: Path) -> None:
+    conf = _parse(render_supervisord_conf(node_supervisor_spec(_config(tmp_path), "n.yml", user=None)))
+    assert not conf.has_option("supervisord", "user")
+
+
+def test_percent_signs_are_escaped_and_supervisord_accepts_the_file(tmp_path: Path) -> None:
+    program = Program("etcd", ["/bin/echo", "100%"], 10, environment={"X": "a%b"})
+    spec = SupervisorSpec(run_dir=str(tmp_path), programs=[program], log=LogTarget.files(tmp_path))
+    path = tmp_path / "supervisord.conf"
+    path.write_text(render_supervisord_conf(spec))
+    options = ServerOptions()
+    options.configfile = str(path)
+    options.process_config(do_usage=False)
+    (group,) = [g for g in options.process_group_configs if g.name == "etcd"]
+    assert group.process_configs[0].command == "/bin/echo 100%"
+    assert group.process_configs[0].environment == {"X": "a%b"}
+    assert options.pidfile == os.path.join(tmp_path, "supervisord.pid")
+
+
+def test_duplicate_programs_and_quotes_are_refused(tmp_path: Path) -> None:
+    twice = [Program("etcd", ["a"], 10), Program("etcd", ["b"], 10)]
+    with pytest.raises(ValueError, match="duplicate"):
+        render_supervisord_conf(SupervisorSpec(run_dir=str(tmp_path), programs=twice))
+    quoted = [Program("etcd", ["a"], 10, environment={"X": 'say "hi"'})]
+    with pytest.raises(ValueError, match="quotes"):
+        render_supervisord_conf(SupervisorSpec(run_dir=str(tmp_path), programs=quoted))
