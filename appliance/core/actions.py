@@ -154,3 +154,13 @@ class ClearFailover(Action):
 @dataclass(frozen=True)
 class ReconcileConfig(Action):
     """Rewrite our PostgreSQL configuration from the effective settings and reload."""
+
+
+@dataclass(frozen=True)
+class RestartPostgres(Action):
+    """Long job: fast stop, then start again in the same role (the lock is kept meanwhile)."""
+
+
+@dataclass(frozen=True)
+class ReloadConfig(Action):
+    """Re-read the local configuration and reload PostgreSQL."""

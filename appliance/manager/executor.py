@@ -24,13 +24,15 @@ class Executor:
     """Maps each action to one DCS or PostgreSQL operation; long ones go to the job runner."""
 
     def __init__(self, dcs: DCS, ops: PgOps, jobs: JobRunner, events: EventLog,
-                 seed_config: Callable[[], dict[str, Any]], wake: Callable[[], None]) -> None:
+                 seed_config: Callable[[], dict[str, Any]], wake: Callable[[], None],
+                 reload_config: Callable[[], bool] = lambda: True) -> None:
         self.dcs = dcs
         self.ops = ops
         self.jobs = jobs
         self.events = events
         self.seed_config = seed_config
         self.wake = wake
+        self.reload_config = reload_config
         self._last_wait: str | None = None
 
     def run(self, actions: list[a.Action]) -> list[tuple[a.Action, bool]]:
@@ -151,6 +153,12 @@ class Executor:
 
     def _do_SetSyncStandbyNames(self, act: a.SetSyncStandbyNames) -> bool:
         return self.ops.set_sync_standby_names(act.value)
+
+    def _do_RestartPostgres(self, act: a.RestartPostgres) -> bool:
+        return self.jobs.start("restart", self.ops.restart, self.wake)
+
+    def _do_ReloadConfig(self, act: a.ReloadConfig) -> bool:
+        return self.reload_config()
 
     def _do_ReconcileConfig(self, act: a.ReconcileConfig) -> bool:
         return self.ops.reconcile()

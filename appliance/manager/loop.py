@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from appliance.config.errors import ConfigError
-from appliance.config.layering import Effective, LocalLayers, bootstrap_dynamic, resolve
+from appliance.config.layering import Effective, LocalLayers, bootstrap_dynamic, build_local, load_local, resolve
 from appliance.core import actions as a
 from appliance.core.decide import decide
+from appliance.core.intents import plan_intent
 from appliance.core.model import ClusterView, Member, Role
 from appliance.core.state import HaSettings, JobResult, LocalState, PeerStatus
+from appliance.core.switchover import scheduled_epoch
 from appliance.dcs.base import DCS, DCSError
 from appliance.manager.channel import write_state
 from appliance.manager.events import EventLog
 from appliance.manager.executor import Executor
+from appliance.manager.intents import Intent, take_all
 from appliance.manager.jobs import JobRunner
 from appliance.manager.peers import fetch_peers
 from appliance.manager.pgops import PgOps
@@ -49,7 +53,7 @@ class Manager:
         self.ha: HaSettings = ha_settings(self.effective.dynamic, self.effective.local)
         self._config_error: str | None = None
         self.executor = Executor(dcs, ops, self.jobs, self.events, lambda: bootstrap_dynamic(self.layers),
-                                 self._wake.set)
+                                 self._wake.set, self.reload_config)
         self.lease_ok_at: float | None = None
         self.dcs_last_seen: float | None = None
         self.holds_lock = False
@@ -57,6 +61,10 @@ class Manager:
         self.last_view: ClusterView | None = None
         self.last_status: PgStatus | None = None
         self._pending_result: JobResult | None = None
+        self.config_path: str | None = None
+        self.outcomes: dict[str, dict[str, Any]] = {}
+        self._intent_jobs: dict[str, str] = {}
+        self.scheduled_restart: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -98,6 +106,9 @@ class Manager:
         status = self.ops.status()
         result = self.jobs.take_result() or self._pending_result
         self._pending_result = None
+        if result is not None and result.job in self._intent_jobs:
+            self._outcome(self._intent_jobs.pop(result.job), result.job, "done" if result.ok else "failed",
+                          result.detail)
         job = self.jobs.running
         if view is not None and view.leader_name == self.name and not status.running and job is None:
             self.pg_down_since = self.pg_down_since if self.pg_down_since is not None else now
@@ -125,12 +136,79 @@ class Manager:
     def tick(self) -> list[a.Action]:
         started = self.clock()
         view, local, status = self.observe()
-        actions = decide(view, local, self.ha)
-        results = self.executor.run(actions)
+        results = self._handle_intents(view, local)
+        if results is None:
+            actions = decide(view, local, self.ha)
+            results = self.executor.run(actions)
+        else:
+            actions = [act for act, _ in results]
         self._track_lock(view, results)
         self.last_view, self.last_status = view, status
         self._publish(view, status, started)
         return actions
+
+    # --- operator intents --------------------------------------------------------------------------
+    def _outcome(self, intent_id: str, kind: str, status: str, reason: str = "") -> None:
+        self.outcomes[intent_id] = {"kind": kind, "status": status, "reason": reason, "at": self.wall()}
+        while len(self.outcomes) > 50:
+            self.outcomes.pop(next(iter(self.outcomes)))
+        self.events.emit("intent", f"{kind}: {status}{': ' + reason if reason else ''}", intent=intent_id)
+
+    def _due_intents(self) -> list[Intent]:
+        intents = take_all(self.effective.local.appliance.run_dir)
+        sched = self.scheduled_restart
+        if sched is not None and self.wall() >= (scheduled_epoch(sched["schedule"]) or 0):
+            self.scheduled_restart = None
+            intents.append(Intent(kind="restart", params={}, id=sched["id"]))
+        return intents
+
+    def _handle_intents(self, view: ClusterView | None,
+                        local: LocalState) -> list[tuple[a.Action, bool]] | None:
+        """Run queued intents; None when there was none, so that decide() runs as usual."""
+        intents = self._due_intents()
+        if not intents:
+            return None
+        results: list[tuple[a.Action, bool]] = []
+        if view is not None and view.leader_name == self.name:
+            results += self.executor.run([a.UpdateLeader("keep the leader key while serving an intent")])
+        for intent in intents:
+            if intent.kind == "cancel_restart":
+                self.scheduled_restart = None
+                self._outcome(intent.id, intent.kind, "done")
+                continue
+            if intent.kind == "restart" and intent.params.get("schedule"):
+                self.scheduled_restart = {"schedule": intent.params["schedule"], "id": intent.id,
+                                          "postmaster_start_time": None}
+                self._outcome(intent.id, intent.kind, "scheduled", intent.params["schedule"])
+                continue
+            plan = plan_intent(intent.kind, view, local)
+            if plan.refused:
+                self._outcome(intent.id, intent.kind, "refused", plan.refused)
+                continue
+            ran = self.executor.run(list(plan.actions))
+            results += ran
+            ok = all(done for _, done in ran)
+            job = self.jobs.running
+            if ok and job is not None:
+                self._intent_jobs[job] = intent.id
+                self._outcome(intent.id, intent.kind, "running")
+            else:
+                self._outcome(intent.id, intent.kind, "done" if ok else "failed")
+        return results
+
+    def reload_config(self) -> bool:
+        """Re-read the local configuration file (SIGHUP, POST /reload) and reload PostgreSQL."""
+        try:
+            layers = load_local(self.config_path, os.environ)
+            build_local(layers)
+        except ConfigError as exc:
+            self.events.emit("config_error", f"reload refused, keeping the running config: {exc}",
+                             level=logging.ERROR)
+            return False
+        self.layers = layers
+        view_config = self.last_view.config if self.last_view is not None else None
+        self._apply_dynamic(view_config or {})
+        return self.ops.reconcile()
 
     def _track_lock(self, view: ClusterView | None, results: list[tuple[a.Action, bool]]) -> None:
         holds = view is not None and view.leader_name == self.name
@@ -156,6 +234,9 @@ class Manager:
         doc = state_doc(name=self.name, scope=local.scope, ha=self.ha, status=status, view=view, job=job,
                         tags=local.tags, holder=self.holds_lock, lease_expires=expires, loop_started=started,
                         now=self.clock(), dcs_last_seen=self.dcs_last_seen, events=self.events.recent(50))
+        doc["intents"] = self.outcomes
+        doc["scheduled_restart"] = self.scheduled_restart
+        doc["patroni_doc"]["scheduled_restart"] = self.scheduled_restart
         try:
             write_state(local.appliance.run_dir, doc)
         except OSError as exc:

@@ -37,7 +37,9 @@ def build(config_path: str | None) -> Manager:
                   password=local.etcd3.password)
     control = PostgresControl(pg_config(effective))
     ops = PgOps(control, effective.postgresql_parameters)
-    return Manager(layers, dcs, ops)
+    manager = Manager(layers, dcs, ops)
+    manager.config_path = config_path
+    return manager
 
 
 def run(config_path: str | None) -> int:
@@ -56,6 +58,14 @@ def run(config_path: str | None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+    def on_hup(_signum: int, _frame: object) -> None:
+        from appliance.manager.intents import submit
+
+        submit(manager.effective.local.appliance.run_dir, "reload")
+        manager.wake()
+
+    signal.signal(signal.SIGHUP, on_hup)
     guard = LeaseGuard(lambda: manager.lease_ok_at, lambda: manager.holds_lock and _is_primary(manager),
                        lambda: float(manager.ha.ttl), lambda: manager.ops.fence())
     guard.start()

@@ -142,6 +142,12 @@ class PgOps:
         ok = self.control.start(timeout=self.start_timeout)
         return ok, "" if ok else "PostgreSQL did not start; see its log"
 
+    def restart(self) -> tuple[bool, str]:
+        primary = self.control.status().role == "primary"
+        if not self.stop("fast"):
+            return False, "PostgreSQL did not stop"
+        return self.start(primary=primary, upstream=None if primary else self._upstream)
+
     def stop(self, mode: str = "fast") -> bool:
         return self.control.stop(mode=mode, timeout=self.stop_timeout)
 

@@ -1,0 +1,38 @@
+"""Pure handling of node-local operator intents: what to do, or why it is refused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from appliance.core import actions as a
+from appliance.core.model import ClusterView
+from appliance.core.state import LocalState
+
+
+@dataclass(frozen=True)
+class IntentPlan:
+    """Actions to run for an intent, or a refusal reason (then ``actions`` is empty)."""
+
+    actions: tuple[a.Action, ...] = ()
+    refused: str | None = None
+
+
+def plan_intent(kind: str, view: ClusterView | None, local: LocalState) -> IntentPlan:
+    if kind == "reload":
+        return IntentPlan((a.ReloadConfig("operator asked for a reload"),))
+    if local.job is not None:
+        return IntentPlan(refused=f"{local.job} already in progress")
+    if kind == "restart":
+        if not local.running:
+            return IntentPlan(refused="PostgreSQL is not running")
+        return IntentPlan((a.RestartPostgres("operator asked for a restart"),))
+    if kind == "reinitialize":
+        if view is None:
+            return IntentPlan(refused="DCS unreachable: cannot find the leader to clone from")
+        if view.leader_name == local.name:
+            return IntentPlan(refused="I am the leader, can not reinitialize")
+        leader = view.member(view.leader_name)
+        if view.leader is None or leader is None or leader.state != "running":
+            return IntentPlan(refused="Cluster has no leader, can not reinitialize")
+        return IntentPlan((a.Reinitialize(f"operator asked to re-clone from {leader.name}", source=leader),))
+    return IntentPlan(refused=f"unknown intent {kind}")
