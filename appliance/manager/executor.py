@@ -34,6 +34,8 @@ class Executor:
         self.wake = wake
         self.reload_config = reload_config
         self._last_wait: str | None = None
+        # Successful actions by kind (for /metrics: promotions, demotions, rewinds, ...).
+        self.counters: dict[str, int] = {}
 
     def run(self, actions: list[a.Action]) -> list[tuple[a.Action, bool]]:
         done: list[tuple[a.Action, bool]] = []
@@ -52,6 +54,9 @@ class Executor:
                 ok = False
                 self.events.emit("dcs_error", f"{act.kind} failed: {exc}", level=logging.WARNING)
             done.append((act, ok))
+            if ok:
+                key = act.kind if not isinstance(act, a.Demote) else f"Demote_{act.mode.value}"
+                self.counters[key] = self.counters.get(key, 0) + 1
             if not isinstance(act, (a.UpdateLeader, a.EnsureSlots, a.WriteStatus)) or not ok:
                 self.events.emit("action", act.reason, level=logging.INFO if ok else logging.WARNING,
                                  action=act.kind, ok=ok)

@@ -65,6 +65,11 @@ class Manager:
         self.outcomes: dict[str, dict[str, Any]] = {}
         self._intent_jobs: dict[str, str] = {}
         self.scheduled_restart: dict[str, Any] | None = None
+        self.loop_count = 0
+        self.loop_seconds_sum = 0.0
+        self.last_loop_seconds = 0.0
+        self.dcs_errors = 0
+        self.dcs_rtt: float | None = None
 
     @property
     def name(self) -> str:
@@ -74,8 +79,11 @@ class Manager:
     def _read_dcs(self) -> ClusterView | None:
         try:
             self.lease_ok_at = self.dcs.keepalive()
+            started = self.clock()
             view = self.dcs.read()
+            self.dcs_rtt = self.clock() - started
         except DCSError as exc:
+            self.dcs_errors += 1
             self.events.emit("dcs_error", f"DCS unreachable: {exc}", level=logging.WARNING)
             return None
         self.dcs_last_seen = self.wall()
@@ -144,6 +152,9 @@ class Manager:
             actions = [act for act, _ in results]
         self._track_lock(view, results)
         self.last_view, self.last_status = view, status
+        self.last_loop_seconds = self.clock() - started
+        self.loop_count += 1
+        self.loop_seconds_sum += self.last_loop_seconds
         self._publish(view, status, started)
         return actions
 
@@ -235,6 +246,14 @@ class Manager:
                         tags=local.tags, holder=self.holds_lock, lease_expires=expires, loop_started=started,
                         now=self.clock(), dcs_last_seen=self.dcs_last_seen, events=self.events.recent(50))
         doc["intents"] = self.outcomes
+        doc["metrics"] = {
+            "loop_count": self.loop_count,
+            "loop_seconds_sum": self.loop_seconds_sum,
+            "last_loop_seconds": self.last_loop_seconds,
+            "dcs_errors_total": self.dcs_errors,
+            "dcs_rtt_seconds": self.dcs_rtt,
+            "actions_total": dict(self.executor.counters),
+        }
         doc["scheduled_restart"] = self.scheduled_restart
         doc["patroni_doc"]["scheduled_restart"] = self.scheduled_restart
         try:
