@@ -205,12 +205,21 @@ class PgOps:
 
             self._write(standby=True, upstream=self._upstream, ssn=STRICT_PLACEHOLDER)
             self.control.reload()
-        if not self.control.promote():
+        if not self.control.promote(checkpoint=False):
             return False
+        # The checkpoint only matters to a later pg_rewind elsewhere (which forces one if needed):
+        # keep it off the path between promotion and the first write.
+        threading.Thread(target=self._checkpoint_quietly, name="checkpoint-after-promote", daemon=True).start()
         self._write(standby=False, upstream=None)
         self._upstream = None
         self.ssn_set_lsn = None
         return True
+
+    def _checkpoint_quietly(self) -> None:
+        try:
+            self.control.checkpoint()
+        except Exception as exc:  # best effort; pg_rewind asks the source for one when needed
+            log.warning("checkpoint after promotion failed: %s", exc)
 
     def timeline_history(self, known: tuple[HistoryEntry, ...], leader: str) -> tuple[HistoryEntry, ...]:
         """The new timeline's history file, merged with what the DCS already knew."""

@@ -243,9 +243,10 @@ class PostgresControl:
             return False
         return True
 
-    def promote(self, timeout: float = 30.0) -> bool:
-        """Promote a running standby; True once it accepts writes. Checkpoints afterwards so that
-        pg_control (read by pg_rewind on the others) shows the new timeline."""
+    def promote(self, timeout: float = 30.0, checkpoint: bool = True) -> bool:
+        """Promote a running standby; True once it accepts writes. Checkpoints afterwards (unless
+        told not to: the caller then does it off the critical path) so that pg_control, read by
+        pg_rewind on the others, shows the new timeline."""
         if not self.is_running():
             return False
         if self._in_recovery() is False:
@@ -260,6 +261,8 @@ class PostgresControl:
                 log.error("promotion did not finish within %.0f s", timeout)
                 return False
             time.sleep(0.05)
+        if not checkpoint:
+            return True
         try:
             self.checkpoint()
         except psycopg.Error as exc:

@@ -99,7 +99,7 @@ def render_haproxy_cfg(nodes: Sequence[ProxyNode], settings: ProxySettings) -> s
         "    timeout server 30m",
         "    timeout check 2s",
         # shutdown-sessions: clients of a demoted primary must be cut, not left writing to a replica.
-        "    default-server inter 1s fastinter 500ms downinter 1s fall 2 rise 1 on-marked-down shutdown-sessions",
+        "    default-server inter 1s fastinter 250ms downinter 250ms fall 2 rise 1 on-marked-down shutdown-sessions",
         "",
         "listen stats",
         "    mode http",
