@@ -1,0 +1,1 @@
+"""Benchmarks of the local demo cluster (failover, bootstrap, soak): medians over runs, not tests."""
