@@ -7,6 +7,7 @@ import sys
 import click
 
 from appliance import __version__
+from appliance.cli.ctl import CTL_COMMANDS
 from appliance.cli.demo import demo
 
 CONFIG_OPTION = click.option(
@@ -45,7 +46,7 @@ def api(config_path: str) -> None:
 
 
 # Adding a command or a group is one line here.
-COMMANDS: tuple[click.Command, ...] = (manager, api, demo)
+COMMANDS: tuple[click.Command, ...] = (manager, api, demo, *CTL_COMMANDS)
 for _command in COMMANDS:
     cli.add_command(_command)
 

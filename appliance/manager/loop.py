@@ -236,7 +236,8 @@ class Manager:
         local = self.effective.local
         job = self.jobs.running
         if view is not None:
-            member = member_value(self.name, self.ops.conn_url, api_url(local), status, job, local.tags)
+            member = member_value(self.name, self.ops.conn_url, api_url(local), status, job, local.tags,
+                                  paused=self.ha.pause, scheduled_restart=self.scheduled_restart)
             try:
                 self.dcs.touch_member(member)
             except DCSError as exc:

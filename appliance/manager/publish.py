@@ -27,7 +27,13 @@ def pg_state(status: PgStatus, job: str | None) -> str:
 
 
 def member_value(name: str, conn_url: str, api_url: str, status: PgStatus, job: str | None,
-                 tags: dict[str, Any]) -> Member:
+                 tags: dict[str, Any], paused: bool = False,
+                 scheduled_restart: dict[str, Any] | None = None) -> Member:
+    extra: dict[str, Any] = {}
+    if paused:
+        extra["pause"] = True
+    if scheduled_restart:
+        extra["scheduled_restart"] = {"schedule": scheduled_restart.get("schedule")}
     return Member(
         name=name,
         conn_url=conn_url,
@@ -44,6 +50,7 @@ def member_value(name: str, conn_url: str, api_url: str, status: PgStatus, job: 
         pending_restart=bool(status.pending_restart),
         pending_restart_reason={p.name: {"old_value": p.old_value, "new_value": p.new_value}
                                 for p in status.pending_restart} or None,
+        extra=extra,
     )
 
 

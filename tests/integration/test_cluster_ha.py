@@ -119,7 +119,8 @@ def test_lagging_replica_never_wins() -> None:
         primary = wait_until("a healthy cluster", lambda: healthy(c), 60)
         ok_replica, lagging = [n for n in c.nodes if n != primary]
         c.stop(lagging)
-        sql(c.dsn("primary"), "CREATE TABLE filler AS SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 60000) g")
+        sql(c.dsn("primary"),
+            "CREATE TABLE filler AS SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 60000) g")
         optime = sql(c.node_dsn(primary), "SELECT pg_current_wal_flush_lsn() - '0/0'::pg_lsn")[0][0]
         wait_until("status optime published", lambda: (read_view(c).status.optime or 0) >= optime, 15)
         for node in (ok_replica, primary):  # the healthy candidates leave; the primary releases the key

@@ -119,7 +119,8 @@ def test_parse_lag(text: str | None, value: int | None) -> None:
     assert parse_lag(text) == value
 
 
-@pytest.mark.parametrize(("path", "check"), [("", "primary"), ("master", "primary"), ("read-only-sync", "read_only_sync"),
+@pytest.mark.parametrize(("path", "check"), [("", "primary"), ("master", "primary"),
+                                             ("read-only-sync", "read_only_sync"),
                                              ("asynchronous", "async"), ("synchronous", "sync"),
                                              ("standby_leader", "standby_leader"), ("nothing", None)])
 def test_classify(path: str, check: str | None) -> None:

@@ -50,5 +50,5 @@ def test_never_fences_a_node_that_does_not_lead() -> None:
 
 
 def test_unknown_lease_renewal_fences_a_leader() -> None:
-    guard, clock, fenced = make(ok_at=None)
+    guard, _clock, fenced = make(ok_at=None)
     assert guard.check() and fenced

@@ -1,0 +1,99 @@
+"""The CLI's REST client (urllib): JSON in and out, Basic auth, one-line errors for 401/403/unreachable."""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.cli.ctl.target import CtlError, Target
+
+DEFAULT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP answer: status, the raw text, and the JSON body when there is one."""
+
+    status: int
+    text: str
+    body: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def message(self) -> str:
+        """What the server said, in one line (Patroni answers text; our API may answer {"error": ...})."""
+        if isinstance(self.body, dict):
+            for key in ("message", "error", "reason"):
+                if isinstance(self.body.get(key), str):
+                    field = self.body.get("field")
+                    return self.body[key] + (f" (field {field})" if isinstance(field, str) and field else "")
+        if isinstance(self.body, str):
+            return self.body.strip()
+        return " ".join(self.text.split())
+
+
+def api_base(api_url: str) -> str:
+    """A member's api_url (http://host:8008/patroni) as the API's base URL."""
+    url = api_url.rstrip("/")
+    return url[: -len("/patroni")] if url.endswith("/patroni") else url
+
+
+def _ssl_context(target: Target) -> ssl.SSLContext:
+    if target.insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=target.cafile)
+
+
+def call(target: Target, method: str, url: str, body: Any = None, timeout: float = DEFAULT_TIMEOUT,
+         auth_errors: bool = True) -> Reply:
+    """One request. Raises CtlError when the API cannot be reached or refuses the credentials."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if target.username is not None:
+        token = base64.b64encode(f"{target.username}:{target.password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    context = _ssl_context(target) if url.startswith("https://") else None
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            reply = _reply(response.status, response.read())
+    except urllib.error.HTTPError as exc:
+        reply = _reply(exc.code, exc.read())
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CtlError(f"cannot reach the REST API at {url}: {reason}; is the node's api program running?") from None
+    if auth_errors and reply.status == 401:
+        raise CtlError(f"the REST API at {url} refused the credentials (401 {reply.message}): pass --username and "
+                       "--password (APPLIANCE_API_USERNAME/APPLIANCE_API_PASSWORD) or use the node's config")
+    if auth_errors and reply.status == 403:
+        raise CtlError(f"the REST API at {url} denied access (403 {reply.message}): "
+                       "check restapi.allowlist / client certificates")
+    return reply
+
+
+def _reply(status: int, raw: bytes) -> Reply:
+    text = raw.decode("utf-8", "replace")
+    try:
+        body = json.loads(text) if text.strip() else None
+    except ValueError:
+        body = None
+    return Reply(status, text, body)
+
+
+def get_json(target: Target, url: str, timeout: float = DEFAULT_TIMEOUT) -> Any:
+    reply = call(target, "GET", url, timeout=timeout)
+    if not reply.ok:
+        raise CtlError(f"GET {url} answered {reply.status}: {reply.message}")
+    return reply.body
