@@ -34,7 +34,7 @@ def main() -> None:
                 wait_until("a sync standby", lambda: bool((v := read_view(cluster)).sync and v.sync.sync_standby), 60)
             primary = read_view(cluster).leader_name
             assert primary is not None
-            with Ledger(dsn) as ledger:
+            with Ledger(dsn, start=1 + run * 1_000_000) as ledger:
                 time.sleep(2)
                 cluster.kill(primary)
                 gap = write_gap(dsn)

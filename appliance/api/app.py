@@ -1,24 +1,36 @@
-"""create_app(): the Flask application serving health checks and status from the manager's state."""
+"""create_app(): the Flask application: health, status, control, config, metrics and the OpenAPI document."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
+from appliance.api import config_routes, control, openapi
+from appliance.api.auth import AccessPolicy, install
+from appliance.api.context import ApiContext, ApiDCS, Probe, StateReader, Unavailable
 from appliance.api.health import classify, evaluate
+from appliance.api.metrics import register_metrics
+from appliance.config.schema import LocalConfig
 from appliance.manager.channel import read_state, staleness
-
-StateReader = Callable[[], dict[str, Any] | None]
 
 HEALTH_METHODS = ["GET", "HEAD", "OPTIONS"]
 
 
 def create_app(run_dir: str | None = None, *, reader: StateReader | None = None,
-               clock: Callable[[], float] = time.monotonic) -> Flask:
-    """Build the app. The state comes from ``<run_dir>/state.json`` unless a reader is injected."""
+               clock: Callable[[], float] = time.monotonic, dcs: ApiDCS | None = None,
+               local: LocalConfig | None = None, sleep: Callable[[float], None] = time.sleep,
+               wall: Callable[[], float] = time.time, probe: Probe | None = None,
+               restart_wait: float = 120.0, pickup_wait: float = 15.0) -> Flask:
+    """Build the app. The state comes from ``<run_dir>/state.json`` unless a reader is injected.
+
+    ``dcs`` (reads, the failover and config keys; never a lease) enables switchover, failover and
+    config changes; ``run_dir`` enables restart, reload and reinitialize (intents to the manager);
+    ``local`` gives the node name and the restapi access rules (allowlist, Basic auth, client certs);
+    ``probe`` asks a candidate's own /patroni during a switchover feasibility check.
+    """
     if reader is None:
         if run_dir is None:
             raise ValueError("create_app needs run_dir or reader")
@@ -27,12 +39,32 @@ def create_app(run_dir: str | None = None, *, reader: StateReader | None = None,
         def reader() -> dict[str, Any] | None:
             return read_state(directory)
 
-    app = Flask("appliance.api")
+    ctx = ApiContext(reader=reader, clock=clock, run_dir=run_dir, dcs=dcs, sleep=sleep, wall=wall, probe=probe,
+                     restart_wait=restart_wait, pickup_wait=pickup_wait)
+    app = Flask("appliance.api", static_folder=None)
     app.config["STATE_READER"] = reader
     app.config["CLOCK"] = clock
+    app.config["API_CONTEXT"] = ctx
+    policy = AccessPolicy.from_restapi(local.restapi) if local is not None else AccessPolicy()
+    install(app, policy, lambda: _member_urls(ctx))
     _register_status(app, reader, clock)
+    config_routes.register(app, ctx)
+    control.register(app, ctx)
+    register_metrics(app, reader, clock, wall=wall)
+    openapi.register(app)
     _register_health(app, reader, clock)
     return app
+
+
+def _member_urls(ctx: ApiContext) -> Iterable[str]:
+    """Every member's api_url and conn_url (for restapi.allowlist_include_members)."""
+    try:
+        view = ctx.view()
+        return [url for m in view.members for url in (m.api_url, m.conn_url) if url]
+    except Unavailable:
+        doc = ctx.reader() or {}
+        members = ((doc.get("cluster") or {}).get("patroni_cluster") or {}).get("members") or []
+        return [str(m.get("api_url")) for m in members if m.get("api_url")]
 
 
 def _patroni_body(doc: dict[str, Any] | None) -> dict[str, Any]:
@@ -61,14 +93,6 @@ def _register_status(app: Flask, reader: StateReader, clock: Callable[[], float]
     def history() -> Response:
         doc = reader() or {}
         return jsonify((doc.get("cluster") or {}).get("history") or [])
-
-    @app.get("/config")
-    def config() -> tuple[Response, int]:
-        doc = reader() or {}
-        cfg = (doc.get("cluster") or {}).get("config")
-        if cfg is None:
-            return jsonify({"error": "no dynamic configuration in the DCS"}), 502
-        return jsonify(cfg), 200
 
     @app.get("/events")
     def events() -> Response:

@@ -34,8 +34,8 @@ LOCAL_IGNORED: dict[tuple[str, ...], frozenset[str]] = {
         "log", "ctl", "watchdog", "kubernetes", "consul", "zookeeper", "exhibitor", "raft", "citus",
     }) | DYNAMIC_TOP_NOT_IMPLEMENTED,
     ("restapi",): frozenset({
-        "certfile", "keyfile", "keyfile_password", "cafile", "ciphers", "verify_client", "allowlist",
-        "allowlist_include_members", "http_extra_headers", "https_extra_headers", "server_tokens",
+        "keyfile_password", "ciphers",
+        "http_extra_headers", "https_extra_headers", "server_tokens",
         "request_queue_size", "thread_pool_size",
     }),
     ("etcd3",): ETCD_CLIENT_KEYS,

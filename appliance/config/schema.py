@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -92,6 +94,48 @@ class RestApi(_Strict):
     listen: str = "0.0.0.0:8008"
     connect_address: str = "127.0.0.1:8008"
     authentication: UserAuth | None = None
+    # HTTPS: certfile (PEM, may hold the key too), keyfile, and cafile to verify client certificates.
+    certfile: str | None = None
+    keyfile: str | None = None
+    cafile: str | None = None
+    verify_client: Literal["none", "optional", "required"] | None = None
+    # Who may call unsafe methods (POST/PUT/PATCH/DELETE): IPs, CIDRs or host names; empty = anyone.
+    allowlist: list[str] = Field(default_factory=list)
+    allowlist_include_members: bool = False
+
+    @field_validator("allowlist", mode="before")
+    @classmethod
+    def _allowlist_entries(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list):
+            for item in value:
+                _check_allowlist_entry(item)
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> RestApi:
+        if self.keyfile and not self.certfile:
+            raise ValueError("restapi.keyfile is set without restapi.certfile: set both (or neither)")
+        if self.verify_client in ("optional", "required") and not (self.certfile and self.cafile):
+            raise ValueError(
+                f"restapi.verify_client={self.verify_client} needs HTTPS with client-certificate checks: "
+                "set restapi.certfile and restapi.cafile"
+            )
+        return self
+
+
+def _check_allowlist_entry(item: Any) -> None:
+    """An IP address, a CIDR network, or a host name (resolved when a request arrives)."""
+    if not isinstance(item, str) or not item.strip():
+        raise ValueError(f"allowlist entries must be non-empty strings (got {item!r})")
+    try:
+        ipaddress.ip_network(item, strict=False)
+        return
+    except ValueError:
+        pass
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", item) or item.replace(".", "").isdigit():
+        raise ValueError(f"allowlist entry {item!r} is neither an IP address, a CIDR (10.0.0.0/24) nor a host name")
 
 
 class Etcd3(_Strict):

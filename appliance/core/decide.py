@@ -58,7 +58,7 @@ def _dcs_unreachable(local: LocalState, cfg: HaSettings) -> list[a.Action]:
 
 def _job_failed(view: ClusterView, local: LocalState) -> list[a.Action] | None:
     res = local.job_result
-    if res is None or res.ok:
+    if res is None or res.ok or res.retryable:
         return None
     leader = _running_leader(view, local)
     if res.job == "bootstrap":
@@ -189,7 +189,8 @@ def _as_follower(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[
         return [a.Demote(f"{leader_name} holds the leader key: stop accepting writes now",
                          mode=a.DemoteMode.IMMEDIATE, release=False)]
     leader = _running_leader(view, local)
-    if leader is not None and local.replication_state != "streaming" and diverged(view, local):
+    if (leader is not None and local.replication_state != "streaming" and local.leader_alive
+            and diverged(view, local)):
         if cfg.pause:
             return [a.Wait("paused: diverged from the leader's timeline, not rewinding")]
         return [a.Rewind(f"timeline {local.timeline} diverged from {leader.name}'s history", source=leader)]

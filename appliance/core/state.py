@@ -47,6 +47,7 @@ class JobResult:
     job: str
     ok: bool
     detail: str = ""
+    retryable: bool = False  # failed before changing anything (e.g. the source was unreachable)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class LocalState:
     ssn_set_lsn: int | None = None  # primary's flush LSN right after the current ssn took effect
     config_stale: bool = False  # effective parameters differ from what PostgreSQL runs with
     peers: tuple[PeerStatus, ...] = ()
+    leader_alive: bool | None = None  # the leader's API confirmed it runs as primary (None: not asked)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,10 @@ from appliance.core.state import JobResult
 log = logging.getLogger(__name__)
 
 
+class RetryLater(Exception):
+    """A job gave up before changing anything (e.g. its source is unreachable): try again later."""
+
+
 class JobRunner:
     """Runs a callable in the background so that the HA loop keeps renewing the lease meanwhile."""
 
@@ -38,15 +42,20 @@ class JobRunner:
         return True
 
     def _run(self, name: str, work: Callable[[], tuple[bool, str]], on_done: Callable[[], None]) -> None:
+        retryable = False
         try:
             ok, detail = work()
+        except RetryLater as exc:
+            ok, detail, retryable = False, str(exc), True
+            log.warning("job %s postponed: %s", name, exc)
         except Exception as exc:  # a job failure must reach decide(), not kill the thread silently
             log.exception("job %s crashed", name)
             ok, detail = False, f"{type(exc).__name__}: {exc}"
         with self._lock:
-            self._result = JobResult(job=name, ok=ok, detail=detail[-500:])
+            self._result = JobResult(job=name, ok=ok, detail=detail[-500:], retryable=retryable)
             self._name = None
-        on_done()
+        if ok:  # a failure waits for the next regular tick instead of retrying in a tight loop
+            on_done()
 
     def take_result(self) -> JobResult | None:
         """The finished job's result, handed out once."""

@@ -127,6 +127,14 @@ class Manager:
             others = [m for m in view.members if m.name != self.name]
             peers = self.fetch_peers(others)
         data_dir, sysid, was_primary = self.ops.disk_state(status.running)
+        leader_alive: bool | None = None
+        if (view is not None and view.leader is not None and view.leader.name != self.name
+                and status.queryable and status.role == "replica" and status.replication_state != "streaming"):
+            leader = view.member(view.leader.name)
+            if leader is not None:
+                answer = self.fetch_peers([leader])
+                leader_alive = bool(answer) and answer[0].reachable and answer[0].running \
+                    and answer[0].role in (Role.PRIMARY.value, "master")
         local = LocalState(
             name=self.name, now=now, wall_time=self.wall(), data_dir=data_dir,
             sysid=status.system_identifier or sysid, running=status.queryable,
@@ -136,7 +144,7 @@ class Manager:
             was_primary=was_primary, job=job, job_result=result, lease_ok_at=self.lease_ok_at,
             pg_down_since=self.pg_down_since, replication=self.ops.standby_conns(status),
             synchronous_standby_names=self.ops.ssn, ssn_set_lsn=self.ops.ssn_set_lsn,
-            config_stale=self.ops.config_stale(), peers=peers,
+            config_stale=self.ops.config_stale(), peers=peers, leader_alive=leader_alive,
         )
         return view, local, status
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -10,8 +11,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
+
 from appliance.core.model import HistoryEntry, Member
 from appliance.core.state import DataDir, StandbyConn
+from appliance.manager.jobs import RetryLater
 from appliance.postgres.config import ConnInfo, parse_conn_url
 from appliance.postgres.control import PostgresControl
 from appliance.postgres.controldata import DataDirState, parse_lsn
@@ -57,6 +61,12 @@ class PgOps:
 
     def status(self) -> PgStatus:
         status = self.control.status()
+        if status.queryable and status.role == "replica" and not (status.receiver and status.receiver.received_tli):
+            # Without a WAL receiver PostgreSQL only shows the last checkpoint's timeline, which lags
+            # after a timeline switch; IDENTIFY_SYSTEM reports the timeline replay is on.
+            tli = self._replay_timeline()
+            if tli is not None and (status.timeline is None or tli > status.timeline):
+                status = dataclasses.replace(status, timeline=tli)
         if status.queryable:
             self.ssn = status.synchronous_standby_names or ""
             if status.role == "primary" and self.ssn_set_lsn is None:
@@ -66,6 +76,27 @@ class PgOps:
             if self.written is None:
                 self.written = dict(self.params)
         return status
+
+    def _replay_timeline(self) -> int | None:
+        cfg = self.control.cfg
+        info = cfg.local_conninfo()
+        dsn = f"host={info.host} port={info.port} user={info.user} replication=true connect_timeout=2"
+        result = self.control.runner.run([cfg.binary("psql"), "-XAtc", "IDENTIFY_SYSTEM", "-d", dsn])
+        if not result.ok:
+            return None
+        fields = result.output.strip().split("|")
+        try:
+            return int(fields[1])
+        except (IndexError, ValueError):
+            return None
+
+    def _require_reachable(self, info: ConnInfo, what: str) -> None:
+        """Raise RetryLater unless ``info`` accepts a connection (checked before touching any data)."""
+        try:
+            with psycopg.connect(info.dsn(), connect_timeout=3, autocommit=True) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            raise RetryLater(f"{what}: {info.host}:{info.port} unreachable ({str(exc).strip()[:200]})") from exc
 
     def disk_state(self, running: bool) -> tuple[DataDir, str | None, bool]:
         """(data dir state, sysid, was_primary) from disk; pg_control only while stopped."""
@@ -95,9 +126,10 @@ class PgOps:
         self.params = dict(params)
 
     # --- configuration -------------------------------------------------------------------------
-    def _conninfo(self, member: Member) -> ConnInfo:
+    def _conninfo(self, member: Member, dbname: str | None = None) -> ConnInfo:
         host, port = parse_conn_url(member.conn_url)
-        return self.control.cfg.replication_conninfo(host, port)
+        info = self.control.cfg.replication_conninfo(host, port)
+        return dataclasses.replace(info, dbname=dbname) if dbname else info
 
     def _write(self, *, standby: bool, upstream: Member | None, ssn: str | None = None) -> bool:
         conninfo = self._conninfo(upstream) if (standby and upstream is not None) else None
@@ -165,6 +197,7 @@ class PgOps:
         return True, ""
 
     def clone(self, source: Member) -> tuple[bool, str]:
+        self._require_reachable(self._conninfo(source, dbname="postgres"), f"clone from {source.name}")
         try:
             ok = self.control.basebackup(self._conninfo(source), parameters=self.params)
         except PgError as exc:
@@ -174,6 +207,8 @@ class PgOps:
         return self.start(primary=False, upstream=source)
 
     def rewind(self, source: Member) -> tuple[bool, str]:
+        rewind_src = self.control.cfg.rewind_conninfo(*parse_conn_url(source.conn_url))
+        self._require_reachable(rewind_src, f"rewind from {source.name}")
         if self.control.is_running() and not self.stop("fast"):
             return False, "could not stop PostgreSQL before pg_rewind"
         ok = self.control.rewind(self.control.cfg.rewind_conninfo(*parse_conn_url(source.conn_url)),
@@ -183,6 +218,8 @@ class PgOps:
         return self.start(primary=False, upstream=source)
 
     def reinitialize(self, source: Member) -> tuple[bool, str]:
+        # Never wipe a data directory before knowing that a fresh copy can be had.
+        self._require_reachable(self._conninfo(source, dbname="postgres"), f"re-clone from {source.name}")
         if self.control.is_running() and not self.stop("immediate"):
             return False, "could not stop PostgreSQL before re-cloning"
         try:

@@ -118,6 +118,7 @@ def default_pg_hba(replication_user: str) -> tuple[str, ...]:
     # (unix_socket_permissions 0770, see files.SERVER_DEFAULTS); network clients use SCRAM.
     return (
         "local all all trust",
+        "local replication all trust",
         f"host replication {replication_user} all scram-sha-256",
         "host all all all scram-sha-256",
     )

@@ -88,14 +88,14 @@ def healthy(cluster: DemoCluster) -> str | None:
 class Ledger:
     """A writer through HAProxy 5000 that records every acknowledged commit."""
 
-    def __init__(self, dsn: str, interval: float = 0.02) -> None:
+    def __init__(self, dsn: str, interval: float = 0.02, start: int = 1) -> None:
         self.dsn = dsn
         self.interval = interval
         self.acked: list[int] = []
         self.failed = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._next = 1
+        self._next = start
 
     def _run(self) -> None:
         conn: psycopg.Connection[Any] | None = None

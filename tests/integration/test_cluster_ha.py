@@ -68,6 +68,21 @@ def test_kill_primary_fails_over_and_old_primary_rejoins(cluster: DemoCluster) -
     assert view.history and view.history[-1].new_leader == new
 
 
+def test_two_failovers_in_a_row_never_wipe_a_replica(cluster: DemoCluster) -> None:
+    """Regression: a replica that followed the first new primary saw a stale timeline once that one
+    died too, took itself for diverged and re-cloned (wiping its data) from an unreachable leader."""
+    for _ in range(2):
+        primary = wait_until("a healthy cluster", lambda: healthy(cluster), 120)
+        cluster.kill(primary)
+        wait_until("writes through 5000", lambda: try_write(cluster.dsn("primary"), 3_000_000 + int(time.time() * 10)),
+                   60)
+        cluster.start(primary)
+    wait_until("a healthy cluster", lambda: healthy(cluster), 120)
+    for node in cluster.nodes:
+        kinds = {e.get("action") for e in api_get(cluster, node, "/events")}
+        assert "Reinitialize" not in kinds, f"{node} re-cloned its data directory"
+
+
 def test_primary_cut_off_from_etcd_stops_writes_before_lease_expiry(cluster: DemoCluster) -> None:
     primary = wait_until("a healthy cluster", lambda: healthy(cluster), 60)
     others = [n for n in cluster.nodes if n != primary]

@@ -132,7 +132,7 @@ def test_unimplemented_patroni_keys_warn(patroni_yml: str) -> None:
     warnings = load_local(patroni_yml, {}).warnings
     ignored = {w.split(" ", 1)[0] for w in warnings}
     assert ignored == {
-        "log", "restapi.certfile", "restapi.keyfile", "restapi.allowlist", "ctl", "etcd3.cacert",
+        "log", "ctl", "etcd3.cacert",
         "bootstrap.dcs.postgresql.recovery_conf", "bootstrap.post_init", "postgresql.pgpass",
         "postgresql.authentication.superuser.sslmode", "postgresql.callbacks",
         "postgresql.create_replica_methods", "postgresql.basebackup",

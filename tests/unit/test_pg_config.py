@@ -63,6 +63,7 @@ def test_pg_config_defaults() -> None:
     assert cfg.rewinder == cfg.superuser
     assert cfg.hba_lines == (
         "local all all trust",
+        "local replication all trust",
         "host replication replicator all scram-sha-256",
         "host all all all scram-sha-256",
     )

@@ -1,0 +1,105 @@
+"""GET/PATCH/PUT /config: the DCS ``config`` key, validated before any write, CAS on its mod_revision."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from flask import Flask, Response, jsonify
+
+from appliance.api.body import json_body
+from appliance.api.context import ApiContext, Unavailable
+from appliance.api.control import answered
+from appliance.config.errors import ConfigError
+from appliance.config.layering import validate_dynamic
+
+PUT_ATTEMPTS = 3
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch: objects merge recursively, ``null`` deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _json(status: int, doc: Any) -> Response:
+    resp = jsonify(doc)
+    resp.status_code = status
+    return resp
+
+
+def invalid(exc: ConfigError, source: str) -> Response:
+    """400 naming the first bad key, with every problem found."""
+    first = exc.problems[0] if exc.problems else None
+    return _json(400, {
+        "error": str(exc),
+        "field": first.key if first else None,
+        "problems": [{"field": p.key, "reason": p.reason} for p in exc.problems],
+        "hint": f"nothing was written; fix the {source} body and send it again",
+    })
+
+
+def register(app: Flask, ctx: ApiContext) -> None:
+    def get_config() -> Response:
+        if ctx.dcs is not None:
+            try:
+                view = ctx.view()
+            except Unavailable:
+                view = None
+            if view is not None and view.config is not None:
+                return _json(200, view.config)
+        doc = ctx.reader() or {}
+        cfg = (doc.get("cluster") or {}).get("config")
+        if cfg is None:
+            return _json(502, {"error": "no dynamic configuration in the DCS"})
+        return _json(200, cfg)
+
+    def patch_config() -> Response:
+        patch = json_body(required=True)
+        view = ctx.view()
+        if view.config is None or not view.config_revision:
+            return _json(503, {"error": "the DCS has no config key yet (the leader seeds it from bootstrap.dcs): "
+                                        "retry once the cluster is initialized"})
+        merged = merge_patch(view.config, patch)
+        try:
+            validate_dynamic(merged, source="PATCH /config")
+        except ConfigError as exc:
+            return invalid(exc, "PATCH /config")
+        if merged != view.config:
+            revision = view.config_revision
+            if not ctx.dcs_call(lambda d: d.write_config(merged, revision)):
+                return _json(409, {"error": "the config key changed since it was read (CAS on mod_revision "
+                                            "failed): GET /config and send the PATCH again"})
+        return _json(200, merged)
+
+    def put_config() -> Response:
+        doc = json_body(required=True)
+        try:
+            validate_dynamic(doc, source="PUT /config")
+        except ConfigError as exc:
+            return invalid(exc, "PUT /config")
+        for _ in range(PUT_ATTEMPTS):
+            view = ctx.view()
+            if view.config == doc:
+                return _json(200, doc)
+            revision = view.config_revision or None
+            try:
+                written = ctx.dcs_call(lambda d: d.write_config(doc, revision))  # noqa: B023 (called at once)
+            except Unavailable as exc:
+                return _json(502, {"error": f"could not write the config key: {exc}"})
+            if written:
+                return _json(200, doc)
+        return _json(409, {"error": f"the config key kept changing during {PUT_ATTEMPTS} attempts: retry"})
+
+    app.add_url_rule("/config", "config_get", answered(get_config), methods=["GET"])
+    app.add_url_rule("/config", "config_patch", answered(patch_config), methods=["PATCH"],
+                     provide_automatic_options=False)
+    app.add_url_rule("/config", "config_put", answered(put_config), methods=["PUT"],
+                     provide_automatic_options=False)

@@ -1,0 +1,226 @@
+"""The OpenAPI 3 document of the REST API, served at GET /openapi.json (a unit test keeps it in step)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, jsonify
+
+from appliance import __version__
+
+HEALTH_PATHS = (
+    "primary", "master", "read-write", "leader", "standby-leader", "standby_leader", "replica", "read-only",
+    "synchronous", "sync", "read-only-sync", "read-only-synchronous", "asynchronous", "async", "health",
+    "liveness", "readiness",
+)
+TEXT = {"text/plain": {"schema": {"type": "string"}}}
+Op = dict[str, Any]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _text(description: str) -> dict[str, Any]:
+    return {"description": description, "content": TEXT}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": _json(_ref("Error"))}
+
+
+def _body(name: str, required: bool) -> dict[str, Any]:
+    return {"required": required, "content": _json(_ref(name))}
+
+
+ACCESS = {
+    "401": {"description": "restapi.authentication is set and the Basic credentials are missing or wrong",
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string", "example": 'Basic realm="Patroni"'}}}},
+    "403": _text("the client is not in restapi.allowlist (`Access is denied`), or verify_client wants a "
+                 "client certificate (`client certificate required`)"),
+}
+BAD_BODY = {
+    "400": _error("invalid JSON, not an object, an empty object, or a field of the wrong type"),
+    "411": _error("a required body was sent without Content-Length"),
+}
+
+
+def _unsafe(summary: str, responses: dict[str, Any], body: dict[str, Any] | None = None) -> Op:
+    op: Op = {"summary": summary, "security": [{}, {"basicAuth": []}], "responses": {**responses, **ACCESS}}
+    if body is not None:
+        op["requestBody"] = body
+    return op
+
+
+def _health_ops(summary: str) -> dict[str, Op]:
+    answers = {"200": {"description": "check passed (GET: the /patroni document)",
+                       "content": _json(_ref("PatroniStatus"))},
+               "503": {"description": "check failed (GET: the /patroni document plus `reason`)",
+                       "content": _json(_ref("PatroniStatus"))}}
+    status_only = {"200": {"description": "check passed (status line only)"},
+                   "503": {"description": "check failed (status line only)"}}
+    params = [{"name": "lag", "in": "query", "schema": {"type": "string"}, "example": "16MB"},
+              {"name": "replication_state", "in": "query", "schema": {"type": "string"}},
+              {"name": "mode", "in": "query", "schema": {"type": "string", "enum": ["apply", "write"]}}]
+    return {"get": {"summary": summary, "parameters": params, "responses": answers},
+            "head": {"summary": summary + " (status only)", "responses": status_only},
+            "options": {"summary": summary + " (status only; HAProxy's bare `option httpchk`)",
+                        "responses": status_only}}
+
+
+def _get(summary: str, schema: dict[str, Any], extra: dict[str, Any] | None = None,
+         content: dict[str, Any] | None = None) -> dict[str, Op]:
+    ok = {"description": "OK", "content": content or _json(schema)}
+    return {"get": {"summary": summary, "responses": {"200": ok, **(extra or {})}}}
+
+
+def _paths() -> dict[str, dict[str, Op]]:
+    path_param = {"name": "path", "in": "path", "required": True,
+                  "description": "a health check; Patroni matches substrings, so the aliases all work",
+                  "schema": {"type": "string", "enum": list(HEALTH_PATHS)}}
+    any_path = _health_ops("Health check named by the path")
+    for op in any_path.values():
+        op["parameters"] = [path_param, *op.get("parameters", [])]
+    return {
+        "/": _health_ops("Same as /primary"),
+        "/{path}": any_path,
+        "/patroni": _get("This node's status (Patroni's shape)", _ref("PatroniStatus")),
+        "/cluster": _get("Every member with role, state, lag", {"type": "object"}),
+        "/history": _get("Timeline history", {"type": "array", "items": {"type": "array"}}),
+        "/events": _get("Recent decisions of this node's manager", {"type": "array", "items": {"type": "object"}}),
+        "/metrics": _get("Prometheus exposition", {}, content={"text/plain": {"schema": {"type": "string"}}}),
+        "/openapi.json": _get("This document", {"type": "object"}),
+        "/config": {**_get("The dynamic configuration from the DCS", _ref("DynamicConfig"),
+                           {"502": _error("the DCS has no config key")}), **_config_ops()},
+        "/switchover": _switchover_ops(),
+        "/failover": {"post": _unsafe("Fail over to a named candidate (with `leader`: a switchover)", {
+            **_switch_answers(), **BAD_BODY}, _body("FailoverRequest", True))},
+        "/restart": _restart_ops(),
+        "/reload": {"post": _unsafe("Re-read the local configuration (like SIGHUP)",
+                                    {"202": _text("reload scheduled"), "503": _text("the manager is not running")})},
+        "/reinitialize": {"post": _unsafe("Wipe this replica and clone it again from the leader", {
+            "200": _text("reinitialize started"),
+            "503": _text("refused with a reason: this node is the leader, the cluster has no leader, "
+                         "another action is in progress, or the manager is not running"),
+            "400": _error("a field of the wrong type or an unknown key")},
+            _body("ReinitializeRequest", False))},
+    }
+
+
+def _config_ops() -> dict[str, Op]:
+    invalid = {"description": "the result would be invalid: nothing written; `field` names the bad key",
+               "content": _json(_ref("ConfigError"))}
+    return {
+        "patch": _unsafe("JSON merge patch of the dynamic configuration (`null` deletes a key)", {
+            "200": {"description": "the new full configuration", "content": _json(_ref("DynamicConfig"))},
+            "400": invalid, "411": BAD_BODY["411"],
+            "409": _error("the config key changed since it was read (CAS on mod_revision)"),
+            "503": _error("the DCS has no config key yet, or is unreachable")},
+            _body("DynamicConfig", True)),
+        "put": _unsafe("Replace the whole dynamic configuration", {
+            "200": {"description": "the configuration (no write when unchanged)",
+                    "content": _json(_ref("DynamicConfig"))},
+            "400": invalid, "411": BAD_BODY["411"],
+            "409": _error("the config key kept changing while writing"),
+            "502": _error("the DCS write failed"), "503": _error("the DCS is unreachable")},
+            _body("DynamicConfig", True)),
+    }
+
+
+def _switch_answers() -> dict[str, Any]:
+    return {
+        "200": _text('`Successfully switched over to "node2"` or `Switched over to "node3" instead of "node2"`'),
+        "202": _text("`Switchover scheduled`"),
+        "400": _text("Patroni's refusals: missing leader/candidate, scheduled failover, paused, same target"),
+        "412": {"description": "not feasible; `candidates` gives each candidate's rejection reason",
+                "content": _json(_ref("Refusal"))},
+        "422": _text("scheduled_at is in the past or unparsable"),
+        "503": _text("`failed to write failover key into DCS`, `Switchover failed` or `Switchover status "
+                     "unknown`, or the DCS is unreachable"),
+    }
+
+
+def _switchover_ops() -> dict[str, Op]:
+    return {
+        "post": _unsafe("Switch over from the leader (now, or at scheduled_at)", {**_switch_answers(), **BAD_BODY},
+                        _body("SwitchoverRequest", True)),
+        "delete": _unsafe("Delete a scheduled switchover", {
+            "200": _text("scheduled switchover deleted"), "404": _text("no switchover is scheduled"),
+            "409": _text("the failover key changed meanwhile (CAS)")}),
+    }
+
+
+def _restart_ops() -> dict[str, Op]:
+    return {
+        "post": _unsafe("Restart PostgreSQL on this node (now, or at schedule), if the filters match", {
+            "200": _text("restarted successfully"),
+            "202": _text("Restart scheduled"),
+            "400": _text("unknown filter, bad role, bad postgres_version, timeout <= 0, schedule without tz"),
+            "409": _text("Another restart is already scheduled"),
+            "411": BAD_BODY["411"],
+            "422": _text("schedule in the past or unparsable"),
+            "500": _text("Can't schedule restart in the paused state"),
+            "503": _text("restart failed, conditions not met (with the reason), or the manager is not running"),
+        }, _body("RestartRequest", False)),
+        "delete": _unsafe("Delete the scheduled restart", {
+            "200": _text("scheduled restart deleted"), "404": _text("no restarts are scheduled")}),
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    string, boolean = {"type": "string"}, {"type": "boolean"}
+    return {
+        "Error": {"type": "object", "required": ["error"],
+                  "properties": {"error": string, "field": {"type": "string", "nullable": True}}},
+        "ConfigError": {"type": "object", "properties": {
+            "error": string, "field": string, "hint": string,
+            "problems": {"type": "array", "items": {"type": "object", "properties": {
+                "field": string, "reason": string}}}}},
+        "Refusal": {"type": "object", "required": ["message", "candidates"], "properties": {
+            "message": string, "detail": string,
+            "candidates": {"type": "object", "additionalProperties": string,
+                           "example": {"node2": "lag 5 MB exceeds maximum_lag_on_failover (1 MB)",
+                                       "node3": "tagged nofailover"}}}},
+        "SwitchoverRequest": {"type": "object", "required": ["leader"], "additionalProperties": False,
+                              "properties": {"leader": string, "candidate": string, "member": string,
+                                             "scheduled_at": {"type": "string", "format": "date-time"}}},
+        "FailoverRequest": {"type": "object", "required": ["candidate"], "additionalProperties": False,
+                            "properties": {"candidate": string, "member": string, "leader": string}},
+        "RestartRequest": {"type": "object", "additionalProperties": False, "properties": {
+            "restart_pending": boolean, "role": {"type": "string", "enum": ["primary", "replica", "standby_leader"]},
+            "postgres_version": {"type": "string", "example": "15.2"},
+            "timeout": {"oneOf": [{"type": "number"}, {"type": "string", "example": "60s"}]},
+            "schedule": {"type": "string", "format": "date-time"}}},
+        "ReinitializeRequest": {"type": "object", "additionalProperties": False,
+                                "properties": {"force": boolean, "from_leader": boolean}},
+        "DynamicConfig": {"type": "object", "additionalProperties": True,
+                          "example": {"ttl": 30, "loop_wait": 10, "maximum_lag_on_failover": 1048576,
+                                      "pause": True, "postgresql": {"parameters": {"work_mem": "8MB"}}}},
+        "PatroniStatus": {"type": "object", "additionalProperties": True, "properties": {
+            "state": string, "role": string, "reason": string, "pending_restart": boolean,
+            "pause": boolean, "patroni": {"type": "object"}}},
+    }
+
+
+def build_spec() -> dict[str, Any]:
+    """The whole OpenAPI 3.0 document."""
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "pgappliance REST API", "version": __version__,
+                 "description": "Patroni-compatible health, status and control endpoints (docs/rest-api.md)."},
+        "paths": _paths(),
+        "components": {"schemas": _schemas(),
+                       "securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic"}}},
+    }
+
+
+def register(app: Flask) -> None:
+    spec = build_spec()
+
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        return jsonify(spec)
