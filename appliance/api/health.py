@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.core.election import wal_lag
 from appliance.manager.channel import staleness
 
 _UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
@@ -124,7 +125,7 @@ def lag_bytes(doc: dict[str, Any]) -> int | None:
     candidates = [v for v in (doc.get("cluster_optime"), pg.get("receive_lsn")) if isinstance(v, int)]
     if not candidates:
         return 0
-    return max(0, max(candidates) - replayed)
+    return wal_lag(max(candidates), replayed)
 
 
 def _replica(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from appliance.core.model import ClusterView, Role
 from appliance.core.state import HaSettings, LocalState, PeerStatus
+from appliance.core.switchover import scheduled_epoch
 
 
 def ineligible_reason(view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
@@ -11,7 +12,7 @@ def ineligible_reason(view: ClusterView, local: LocalState, cfg: HaSettings) -> 
     own = _own_limitation(view, local, cfg)
     if own:
         return own
-    candidate = _requested_candidate(view)
+    candidate = _requested_candidate(view, local)
     if candidate == local.name:
         return None  # a manual failover names us: the API already checked the candidate
     if candidate is not None and _peer_alive(local.peers, candidate):
@@ -29,7 +30,7 @@ def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> st
     if cfg.failover_priority <= 0:
         return f"failover_priority is {cfg.failover_priority}"
     fo = view.failover
-    if fo is not None and fo.leader == local.name and not fo.scheduled_at:
+    if fo is not None and fo.leader == local.name and _failover_due(view, local):
         return "a switchover away from this node is in progress"
     if local.wal_position is None:
         return "WAL position unknown"
@@ -37,8 +38,8 @@ def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> st
         listed = ",".join(view.sync.sync_standby) or "none"
         return f"synchronous_mode: not named in the sync key (sync standbys: {listed})"
     optime = view.status.optime
-    if optime is not None and optime - local.wal_position > cfg.maximum_lag_on_failover:
-        lag = optime - local.wal_position
+    lag = wal_lag(optime, local.wal_position)
+    if lag > cfg.maximum_lag_on_failover:
         return f"lag {lag} bytes exceeds maximum_lag_on_failover ({cfg.maximum_lag_on_failover})"
     if cfg.check_timeline and local.timeline is not None:
         cluster_tl = max((h.timeline + 1 for h in view.history), default=None)
@@ -47,11 +48,35 @@ def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> st
     return None
 
 
-def _requested_candidate(view: ClusterView) -> str | None:
+def _failover_due(view: ClusterView, local: LocalState) -> bool:
+    """A failover key is in force: unscheduled, or scheduled for a time that has come."""
     fo = view.failover
-    if fo is None or fo.empty or fo.scheduled_at:
+    if fo is None or fo.empty:
+        return False
+    if not fo.scheduled_at:
+        return True
+    when = scheduled_epoch(fo.scheduled_at)
+    return when is not None and when <= local.wall_time
+
+
+WAL_SEGMENT = 16 * 1024 * 1024
+
+
+def wal_lag(optime: int | None, position: int) -> int:
+    """Bytes ``position`` is behind ``optime``. An idle primary that just switched segments (every
+    pg_basebackup ends with a switch) reports the next segment's start while its replicas sit on the
+    switch record at the end of the previous one: that gap is padding, not missing WAL."""
+    if optime is None or optime <= position:
+        return 0
+    if optime % WAL_SEGMENT == 0 and optime - WAL_SEGMENT <= position:
+        return 0
+    return optime - position
+
+
+def _requested_candidate(view: ClusterView, local: LocalState) -> str | None:
+    if not _failover_due(view, local):
         return None
-    return fo.member
+    return view.failover.member if view.failover else None
 
 
 def _peer_alive(peers: tuple[PeerStatus, ...], name: str) -> bool:

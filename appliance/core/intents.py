@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from appliance.core import actions as a
 from appliance.core.model import ClusterView
@@ -17,7 +19,21 @@ class IntentPlan:
     refused: str | None = None
 
 
-def plan_intent(kind: str, view: ClusterView | None, local: LocalState) -> IntentPlan:
+def _restart_conditions(params: Mapping[str, Any], local: LocalState) -> str | None:
+    """Patroni's restart filters, re-checked when a scheduled restart comes due."""
+    role = params.get("role")
+    if role:
+        mine = local.role.value if local.role else None
+        wanted = "primary" if role == "master" else role
+        if mine != wanted:
+            return f"restart conditions are not satisfied: role is {mine}, not {wanted}"
+    if params.get("restart_pending") and not local.pending_restart:
+        return "restart conditions are not satisfied: no restart is pending"
+    return None
+
+
+def plan_intent(kind: str, view: ClusterView | None, local: LocalState,
+                params: Mapping[str, Any] | None = None) -> IntentPlan:
     if kind == "reload":
         return IntentPlan((a.ReloadConfig("operator asked for a reload"),))
     if local.job is not None:
@@ -25,6 +41,9 @@ def plan_intent(kind: str, view: ClusterView | None, local: LocalState) -> Inten
     if kind == "restart":
         if not local.running:
             return IntentPlan(refused="PostgreSQL is not running")
+        why = _restart_conditions(params or {}, local)
+        if why:
+            return IntentPlan(refused=why)
         return IntentPlan((a.RestartPostgres("operator asked for a restart"),))
     if kind == "reinitialize":
         if view is None:

@@ -75,6 +75,7 @@ class LocalState:
     ssn_set_lsn: int | None = None  # primary's flush LSN right after the current ssn took effect
     config_stale: bool = False  # effective parameters differ from what PostgreSQL runs with
     peers: tuple[PeerStatus, ...] = ()
+    pending_restart: bool = False  # PostgreSQL reports settings that need a restart
     leader_alive: bool | None = None  # the leader's API confirmed it runs as primary (None: not asked)
 
 

@@ -78,10 +78,13 @@ class Manager:
     # --- observe ---------------------------------------------------------------------------------
     def _read_dcs(self) -> ClusterView | None:
         try:
-            self.lease_ok_at = self.dcs.keepalive()
+            sent = self.dcs.keepalive()
             started = self.clock()
             view = self.dcs.read()
             self.dcs_rtt = self.clock() - started
+            # A keepalive alone may be answered by an etcd leader that lost its quorum and has not
+            # stepped down yet; count the renewal only once a linearizable read proves a quorum.
+            self.lease_ok_at = sent
         except DCSError as exc:
             self.dcs_errors += 1
             self.events.emit("dcs_error", f"DCS unreachable: {exc}", level=logging.WARNING)
@@ -145,6 +148,7 @@ class Manager:
             pg_down_since=self.pg_down_since, replication=self.ops.standby_conns(status),
             synchronous_standby_names=self.ops.ssn, ssn_set_lsn=self.ops.ssn_set_lsn,
             config_stale=self.ops.config_stale(), peers=peers, leader_alive=leader_alive,
+            pending_restart=bool(status.pending_restart),
         )
         return view, local, status
 
@@ -178,7 +182,7 @@ class Manager:
         sched = self.scheduled_restart
         if sched is not None and self.wall() >= (scheduled_epoch(sched["schedule"]) or 0):
             self.scheduled_restart = None
-            intents.append(Intent(kind="restart", params={}, id=sched["id"]))
+            intents.append(Intent(kind="restart", params=dict(sched.get("params") or {}), id=sched["id"]))
         return intents
 
     def _handle_intents(self, view: ClusterView | None,
@@ -196,11 +200,12 @@ class Manager:
                 self._outcome(intent.id, intent.kind, "done")
                 continue
             if intent.kind == "restart" and intent.params.get("schedule"):
+                conditions = {k: v for k, v in intent.params.items() if k != "schedule"}
                 self.scheduled_restart = {"schedule": intent.params["schedule"], "id": intent.id,
-                                          "postmaster_start_time": None}
+                                          "params": conditions}
                 self._outcome(intent.id, intent.kind, "scheduled", intent.params["schedule"])
                 continue
-            plan = plan_intent(intent.kind, view, local)
+            plan = plan_intent(intent.kind, view, local, intent.params)
             if plan.refused:
                 self._outcome(intent.id, intent.kind, "refused", plan.refused)
                 continue

@@ -71,4 +71,5 @@ def pg_config(effective: Effective) -> PgConfig:
 
 
 def api_url(local: LocalConfig) -> str:
-    return f"http://{local.restapi.connect_address}/patroni"
+    scheme = "https" if local.restapi.certfile else "http"
+    return f"{scheme}://{local.restapi.connect_address}/patroni"

@@ -138,3 +138,16 @@ def api_get(cluster: DemoCluster, node: str, path: str) -> Any:
     base = member["api_url"].removesuffix("/patroni")
     with urllib.request.urlopen(base + path, timeout=3) as resp:
         return json.loads(resp.read().decode())
+
+
+def published_lease_expiry(cluster: DemoCluster, node: str) -> float:
+    """The monotonic time until which ``node``'s manager holds a renewed leader lease (0: none)."""
+    import json
+
+    try:
+        doc = json.loads((cluster.layout.run_dir(node) / "state.json").read_text())
+    except (OSError, ValueError):
+        return 0.0
+    lease = doc.get("lease") or {}
+    expires = lease.get("expires_mono")
+    return float(expires) if lease.get("holder") and isinstance(expires, (int, float)) else 0.0

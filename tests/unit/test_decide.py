@@ -256,3 +256,37 @@ def test_promotion_carries_the_known_history() -> None:
     hist = (HistoryEntry(1, 500, "no recovery target"),)
     acts = decide(view(leader=None, history=hist), replica(), CFG)
     assert isinstance(acts[-1], a.Promote) and acts[-1].history == hist
+
+
+@pytest.mark.parametrize(("optime", "position", "lag"), [
+    (1000, 1000, 0),
+    (900, 1000, 0),
+    (3 * 16 * 1024**2, 3 * 16 * 1024**2 - 200, 0),  # idle primary right after a segment switch
+    (3 * 16 * 1024**2, 2 * 16 * 1024**2 - 200, 16 * 1024**2 + 200),  # a whole segment behind
+    (3 * 16 * 1024**2 + 8, 3 * 16 * 1024**2 - 200, 208),
+])
+def test_wal_lag(optime: int, position: int, lag: int) -> None:
+    from appliance.core.election import wal_lag
+
+    assert wal_lag(optime, position) == lag
+
+
+def test_idle_cluster_after_segment_switch_can_still_fail_over() -> None:
+    seg = 16 * 1024**2
+    acts = decide(view(leader=None, status=ClusterStatus(optime=5 * seg)), replica(wal_position=5 * seg - 120), CFG)
+    assert kinds(acts) == ["AcquireLeader", "Promote"]
+
+
+def test_due_scheduled_switchover_names_the_candidate() -> None:
+    fo = Failover("n1", "n3", "2026-01-01T00:00:00+00:00")
+    peers = (PeerStatus("n3", True, "replica", True, 900),)
+    acts = decide(view(leader=None, failover=fo), replica(peers=peers, wall_time=1.9e9), CFG)
+    assert kinds(acts) == ["Wait"] and "n3" in acts[0].reason
+    old = decide(view(leader=None, failover=fo), replica("n1", peers=peers, wall_time=1.9e9), CFG)
+    assert kinds(old) == ["Wait"]
+
+
+def test_future_scheduled_switchover_does_not_constrain_the_race() -> None:
+    fo = Failover("n1", "n3", "2099-01-01T00:00:00+00:00")
+    acts = decide(view(leader=None, failover=fo), replica(wall_time=1.9e9), CFG)
+    assert kinds(acts) == ["AcquireLeader", "Promote"]
