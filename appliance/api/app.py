@@ -14,7 +14,7 @@ from appliance.api.context import ApiContext, ApiDCS, Probe, StateReader, Unavai
 from appliance.api.health import classify, evaluate
 from appliance.api.metrics import register_metrics
 from appliance.config.schema import LocalConfig
-from appliance.manager.channel import read_state, staleness
+from appliance.manager.channel import StateCache, staleness
 
 HEALTH_METHODS = ["GET", "HEAD", "OPTIONS"]
 
@@ -36,8 +36,7 @@ def create_app(run_dir: str | None = None, *, reader: StateReader | None = None,
             raise ValueError("create_app needs run_dir or reader")
         directory = run_dir
 
-        def reader() -> dict[str, Any] | None:
-            return read_state(directory)
+        reader = StateCache(directory).read
 
     ctx = ApiContext(reader=reader, clock=clock, run_dir=run_dir, dcs=dcs, sleep=sleep, wall=wall, probe=probe,
                      restart_wait=restart_wait, pickup_wait=pickup_wait)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,28 @@ def read_state(run_dir: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
+
+
+class StateCache:
+    """read_state() that parses the file again only when it changed (health checks come often)."""
+
+    def __init__(self, run_dir: str) -> None:
+        self._path = state_path(run_dir)
+        self._lock = threading.Lock()
+        self._key: tuple[int, int, int] | None = None
+        self._doc: dict[str, Any] | None = None
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            st = os.stat(self._path)
+        except OSError:
+            return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if key != self._key:
+                self._doc = read_state(str(self._path.parent))
+                self._key = key if self._doc is not None else None
+            return self._doc
 
 
 def staleness(doc: dict[str, Any], now: float | None = None) -> str | None:

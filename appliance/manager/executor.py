@@ -143,6 +143,8 @@ class Executor:
 
     def _do_Demote(self, act: a.Demote) -> bool:
         graceful = act.mode is a.DemoteMode.GRACEFUL
+        if graceful:
+            self.ops.checkpoint()  # while still serving, so that the shutdown checkpoint is short
         stopped = self.ops.stop(mode="fast" if graceful else "immediate")
         self.events.emit("demoted", act.reason, mode=act.mode.value, stopped=stopped)
         if stopped and act.release:

@@ -126,7 +126,9 @@ class Manager:
         else:
             self.pg_down_since = None
         peers: tuple[PeerStatus, ...] = ()
-        if view is not None and view.leader is None and status.queryable and job is None:
+        named = view is not None and view.failover is not None and view.failover.member == self.name \
+            and not view.failover.scheduled_at
+        if view is not None and view.leader is None and status.queryable and job is None and not named:
             others = [m for m in view.members if m.name != self.name]
             peers = self.fetch_peers(others)
         data_dir, sysid, was_primary = self.ops.disk_state(status.running)

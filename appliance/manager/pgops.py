@@ -183,6 +183,12 @@ class PgOps:
     def stop(self, mode: str = "fast") -> bool:
         return self.control.stop(mode=mode, timeout=self.stop_timeout)
 
+    def checkpoint(self) -> None:
+        try:
+            self.control.checkpoint()
+        except Exception as exc:  # only an optimisation before a planned stop
+            log.warning("checkpoint before stopping failed: %s", exc)
+
     def fence(self) -> None:
         self.control.stop(mode="immediate", timeout=10)
 
