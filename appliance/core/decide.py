@@ -103,10 +103,19 @@ def _empty_data_dir(view: ClusterView, local: LocalState) -> list[a.Action]:
             return [a.CancelInitialize("bootstrap abandoned: initialize is empty and nobody holds the lock",
                                        revision=view.initialize_revision)]
         return [a.Wait(f"{view.leader.name} is bootstrapping the cluster")]
-    leader = _running_leader(view, local)
+    leader = _running_leader(view, local) or _bootstrapped_leader(view)
     if leader is None:
         return [a.Wait("data directory is empty and there is no running leader to clone from")]
     return [a.Clone(f"empty data directory: clone from the leader {leader.name}", source=leader)]
+
+
+def _bootstrapped_leader(view: ClusterView) -> Member | None:
+    """The leader right after its bootstrap: the sysid is published before its member key says
+    "running" (the clone job checks that it answers before touching anything)."""
+    member = view.member(view.leader_name)
+    if member is None or not view.initialize or member.state != "initializing new cluster":
+        return None
+    return member
 
 
 def _not_running(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[a.Action]:
