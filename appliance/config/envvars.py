@@ -13,7 +13,7 @@ from appliance.config.tree import Provenance, Tree, dotted, leaf_paths, merge
 ENV_PREFIX = "APPLIANCE_"
 FILE_SUFFIX = "_FILE"
 # Names under the prefix that are not settings: the config path, and the CLI's demo options.
-NON_CONFIG_ENV = frozenset({"APPLIANCE_CONFIG", "APPLIANCE_DCS"})
+NON_CONFIG_ENV = frozenset({"APPLIANCE_CONFIG", "APPLIANCE_DCS", "APPLIANCE_PEERS", "APPLIANCE_DEMO_INSECURE"})
 NON_CONFIG_PREFIXES = ("APPLIANCE_DEMO_", "APPLIANCE_API_")
 # Fixed names (each with a *_FILE twin): the official postgres image's and our replication password.
 ALIASES: dict[str, tuple[str, ...]] = {

@@ -25,14 +25,18 @@ def format_ssn(names: tuple[str, ...], count: int) -> str:
 
 
 def desired_standbys(view: ClusterView, local: LocalState, cfg: HaSettings) -> tuple[str, ...]:
-    """Streaming replicas that are members, not tagged nosync, sorted; the first n are wanted."""
+    """Streaming replicas that are members, not tagged nosync; the first n are wanted, current
+    synchronous standbys first, so that a replica (re)joining never displaces a healthy one (which
+    would leave the sync key empty, and no one eligible, for a loop or two)."""
+    current = set(view.sync.sync_standby) if (view.sync is not None and view.sync.leader == local.name) else set()
     candidates = []
     for conn in local.replication:
         member = view.member(conn.application_name)
         if member is None or member.nosync or conn.state != "streaming":
             continue
         candidates.append(conn.application_name)
-    return tuple(sorted(candidates)[: cfg.synchronous_node_count])
+    ranked = sorted(candidates, key=lambda name: (name not in current, name))
+    return tuple(sorted(ranked[: cfg.synchronous_node_count]))
 
 
 def sync_actions(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[Action]:

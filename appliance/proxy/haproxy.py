@@ -37,6 +37,9 @@ class ProxySettings:
     replica_check_method: str = "GET"
     maxconn: int = 1000
     server_maxconn: int = 100
+    # Peers addressed by name (containers, VMs): re-resolve them at run time through the system's
+    # resolv.conf, and start even while a peer's name does not resolve yet (it may start later).
+    resolve_at_runtime: bool = False
 
     @classmethod
     def from_config(cls, haproxy: Haproxy, run_dir: str) -> ProxySettings:
@@ -70,11 +73,29 @@ def _bind(address: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def _servers(nodes: Sequence[ProxyNode], maxconn: int) -> list[str]:
-    return [
-        f"    server {n.name} {_bind(n.pg_host, n.pg_port)} maxconn {maxconn} check port {n.api_port} addr {n.api_host}"
-        for n in nodes
-    ]
+RESOLVERS = "dns"
+
+
+def _servers(nodes: Sequence[ProxyNode], maxconn: int, resolve: bool = False) -> list[str]:
+    lines = []
+    for n in nodes:
+        line = f"    server {n.name} {_bind(n.pg_host, n.pg_port)} maxconn {maxconn} check port {n.api_port}"
+        if resolve:
+            # 'addr' is resolved once at start-up: leave it out when the checks go to the same host.
+            if n.api_host != n.pg_host:
+                line += f" addr {n.api_host}"
+            line += f" resolvers {RESOLVERS} init-addr last,libc,none"
+        else:
+            line += f" addr {n.api_host}"
+        lines.append(line)
+    return lines
+
+
+def _resolvers(settings: ProxySettings) -> list[str]:
+    if not settings.resolve_at_runtime:
+        return []
+    # hold valid: a restarted container may come back with another address; keep it short.
+    return [f"resolvers {RESOLVERS}", "    parse-resolv-conf", "    hold valid 2s", "    hold obsolete 5s", ""]
 
 
 def render_haproxy_cfg(nodes: Sequence[ProxyNode], settings: ProxySettings) -> str:
@@ -91,6 +112,7 @@ def render_haproxy_cfg(nodes: Sequence[ProxyNode], settings: ProxySettings) -> s
         f"    stats socket {s.admin_socket} mode 660 level admin expose-fd listeners",
         "    stats timeout 30s",
         "",
+        *_resolvers(s),
         "defaults",
         "    mode tcp",
         "    retries 2",
@@ -111,10 +133,16 @@ def render_haproxy_cfg(nodes: Sequence[ProxyNode], settings: ProxySettings) -> s
         "",
         "listen primary",
         f"    bind {_bind(s.bind_address, s.primary_port)}",
+        # A demoted primary refuses connections before its checks fail: take it out at the first
+        # refused client connection and fail that client at once (no 1 s retry turn-around), so a
+        # planned switchover costs seconds of writes, not a retry storm.
+        "    retries 0",
+        "    default-server inter 1s fastinter 250ms downinter 250ms fall 2 rise 1 on-marked-down shutdown-sessions"
+        " observe layer4 error-limit 1 on-error mark-down",
         "    option httpchk",
         f"    http-check send meth {s.primary_check_method} uri /primary",
         "    http-check expect status 200",
-        *_servers(nodes, s.server_maxconn),
+        *_servers(nodes, s.server_maxconn, s.resolve_at_runtime),
         "",
         "listen replicas",
         f"    bind {_bind(s.bind_address, s.replica_port)}",
@@ -122,7 +150,7 @@ def render_haproxy_cfg(nodes: Sequence[ProxyNode], settings: ProxySettings) -> s
         "    option httpchk",
         f"    http-check send meth {s.replica_check_method} uri /replica?lag={s.replica_max_lag}",
         "    http-check expect status 200",
-        *_servers(nodes, s.server_maxconn),
+        *_servers(nodes, s.server_maxconn, s.resolve_at_runtime),
     ]
     return "\n".join(lines) + "\n"
 

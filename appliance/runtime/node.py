@@ -50,10 +50,16 @@ def default_programs(config: LocalConfig) -> tuple[str, ...]:
 
 
 def _program(
-    name: str, config: LocalConfig, config_path: str, python: str, etcd_state: ClusterState, haproxy_cfg: str
+    name: str,
+    config: LocalConfig,
+    config_path: str,
+    python: str,
+    etcd_state: ClusterState,
+    haproxy_cfg: str,
+    etcd_cluster: str | None = None,
 ) -> Program:
     if name == "etcd":
-        etcd = etcd_command(config, etcd_state)
+        etcd = etcd_command(config, etcd_state, cluster=etcd_cluster)
         return Program("etcd", etcd.argv, PRIORITIES["etcd"], environment=etcd.env, startsecs=3, stopwaitsecs=15)
     if name == "manager":
         # The manager owns the postmaster: no group signals, and time for a fast shutdown checkpoint.
@@ -91,11 +97,15 @@ def node_programs(
     haproxy_cfg: str | None = None,
     etcd_state: ClusterState = "new",
     python: str = sys.executable,
+    etcd_cluster: str | None = None,
 ) -> list[Program]:
-    """The programs of one node; ``programs`` selects a subset (e.g. ``("etcd",)`` in tests)."""
+    """The programs of one node; ``programs`` selects a subset (e.g. ``("etcd",)`` in tests).
+
+    ``etcd_state``/``etcd_cluster``: how a member with an empty data dir starts (see etcd_command).
+    """
     names = default_programs(config) if programs is None else tuple(programs)
     path = str(Path(config_path).resolve())
-    return [_program(name, config, path, python, etcd_state, haproxy_cfg or "") for name in names]
+    return [_program(name, config, path, python, etcd_state, haproxy_cfg or "", etcd_cluster) for name in names]
 
 
 def node_supervisor_spec(
@@ -109,21 +119,30 @@ def node_supervisor_spec(
     haproxy_cfg: str | None = None,
     etcd_state: ClusterState = "new",
     python: str = sys.executable,
+    etcd_cluster: str | None = None,
+    extra_programs: Sequence[Program] = (),
+    environment: dict[str, str] | None = None,
 ) -> SupervisorSpec:
-    """The supervisord spec of one node: run dir from ``appliance.run_dir``, logs to ``log``."""
+    """The supervisord spec of one node: run dir from ``appliance.run_dir``, logs to ``log``.
+
+    ``extra_programs`` are appended (the image's one-shot init scripts); ``environment`` replaces
+    the default supervisord-wide environment (``PYTHONPATH`` of this package).
+    """
+    programs_ = node_programs(
+        config,
+        config_path,
+        programs=programs,
+        haproxy_cfg=haproxy_cfg,
+        etcd_state=etcd_state,
+        python=python,
+        etcd_cluster=etcd_cluster,
+    )
     return SupervisorSpec(
         run_dir=config.appliance.run_dir,
-        programs=node_programs(
-            config,
-            config_path,
-            programs=programs,
-            haproxy_cfg=haproxy_cfg,
-            etcd_state=etcd_state,
-            python=python,
-        ),
+        programs=[*programs_, *extra_programs],
         log=log or LogTarget.stdio(),
         user=user,
         nodaemon=nodaemon,
         python=python,
-        environment={"PYTHONPATH": package_root()},
+        environment={"PYTHONPATH": package_root()} if environment is None else environment,
     )

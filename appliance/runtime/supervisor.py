@@ -135,7 +135,8 @@ def _log_lines(log: LogTarget, name: str, *, listener: bool = False) -> list[str
 
 def _header(spec: SupervisorSpec) -> list[str]:
     if spec.log.directory is None:
-        logfile = ["logfile=/dev/stdout", "logfile_maxbytes=0"]
+        # silent: in the foreground supervisord would also echo its log to stdout, i.e. print it twice.
+        logfile = ["logfile=/dev/stdout", "logfile_maxbytes=0", "silent=true"]
     else:
         logfile = [
             f"logfile={_escape(os.path.join(spec.log.directory, 'supervisord.log'))}",

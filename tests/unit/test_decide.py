@@ -293,3 +293,9 @@ def test_future_scheduled_switchover_does_not_constrain_the_race() -> None:
     fo = Failover("n1", "n3", "2099-01-01T00:00:00+00:00")
     acts = decide(view(leader=None, failover=fo), replica(wall_time=1.9e9), CFG)
     assert kinds(acts) == ["AcquireLeader", "Promote"]
+
+
+def test_sync_keeps_a_healthy_standby_when_another_replica_joins() -> None:
+    local = primary(replication=(conn("n2", "potential"), conn("n3", "sync", 2000)),
+                    synchronous_standby_names='FIRST 1 ("n3")', ssn_set_lsn=1500)
+    assert sync_kinds(view(sync=SyncState("n1", ("n3",))), local) == []
