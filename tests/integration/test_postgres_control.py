@@ -105,8 +105,9 @@ def test_clone_streams_and_sync_standby_takes_effect(nodes: PgNodes) -> None:
     rows = wait_until(lambda: primary.status().replication)
     assert [(r.application_name, r.usename) for r in rows] == [("beta_2", "replicator")]
     wait_until(lambda: primary.status().replication[0].sync_state == "sync")
-    primary.query("CREATE TABLE t AS SELECT 1 AS x")  # returns only once the sync standby confirmed
-    assert replica.query("SELECT x FROM t") == [(1,)]
+    primary.query("CREATE TABLE t AS SELECT 1 AS x")  # returns only once the sync standby flushed it
+    # synchronous_commit=on waits for the flush, not for replay: the row becomes visible shortly after.
+    assert wait_until(lambda: replica.query("SELECT x FROM t")) == [(1,)]
 
     # A strict placeholder blocks commits; only check that it is applied, then go async again.
     primary.set_synchronous_standby_names(strict_sync_names())
