@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
-from typing import Any
 
 from appliance.config.layering import Effective, LocalLayers, build_local, load_local
 from appliance.config.schema import DynamicConfig, LocalConfig
 from appliance.core.state import HaSettings
-from appliance.postgres.config import PgConfig, UserCredentials, split_host_port
+from appliance.postgres.config import PgConfig
+from appliance.postgres.settings import pg_config_from_settings
 
 
 def load_node_config(config_path: str | None, env: Mapping[str, str] | None = None) -> tuple[LocalLayers, LocalConfig]:
@@ -46,28 +47,10 @@ def ha_settings(dynamic: DynamicConfig, local: LocalConfig) -> HaSettings:
 
 def pg_config(effective: Effective) -> PgConfig:
     local = effective.local
-    pg = local.postgresql
-    listen_host, listen_port = split_host_port(pg.listen)
-    connect_host, connect_port = split_host_port(pg.connect_address)
-    auth = pg.authentication
-    rewind = auth.rewind
-    hba = pg.pg_hba or effective.dynamic.postgresql.pg_hba or local.bootstrap.pg_hba
-    params: dict[str, Any] = dict(effective.postgresql_parameters)
-    return PgConfig(
-        name=local.name,
-        data_dir=pg.data_dir,
-        bin_dir=pg.bin_dir,
-        listen_host=listen_host,
-        listen_port=listen_port,
-        connect_host=connect_host,
-        connect_port=connect_port,
-        superuser=UserCredentials(auth.superuser.username, auth.superuser.password),
-        replication=UserCredentials(auth.replication.username, auth.replication.password),
-        rewind_user=UserCredentials(rewind.username, rewind.password) if rewind else None,
-        parameters=params,
-        pg_hba=tuple(hba) if hba else None,
-        socket_dir=os.path.join(local.appliance.run_dir, "pgsocket"),
-    )
+    cfg = pg_config_from_settings(local, effective.postgresql_parameters,
+                                  socket_dir=os.path.join(local.appliance.run_dir, "pgsocket"))
+    hba = local.postgresql.pg_hba or effective.dynamic.postgresql.pg_hba or local.bootstrap.pg_hba
+    return dataclasses.replace(cfg, pg_hba=tuple(hba) if hba else None)
 
 
 def api_url(local: LocalConfig) -> str:
