@@ -1,1 +1,1 @@
-"""The REST API (Flask on gunicorn): health checks, status and metrics from the manager's state."""
+"""The REST API (Flask on its own slow-client-proof server): health checks, status, control, metrics."""

@@ -112,16 +112,12 @@ def client_allowed(remote_addr: str | None, allowlist: Iterable[str], member_url
     return any(_matches(address, entry, resolve) for entry in hosts)
 
 
+PEERCERT = "appliance.peercert"  # set by api/httpd.py under TLS: the verified client certificate
+
+
 def has_client_certificate(environ: Mapping[str, Any]) -> bool:
-    """True when the TLS peer presented a certificate (gunicorn exposes the socket to the app)."""
-    sock = environ.get("gunicorn.socket")
-    getpeercert = getattr(sock, "getpeercert", None)
-    if getpeercert is None:
-        return False
-    try:
-        return bool(getpeercert())
-    except (OSError, ValueError):
-        return False
+    """True when the TLS peer presented a certificate the server verified."""
+    return bool(environ.get(PEERCERT))
 
 
 def access_problem(policy: AccessPolicy, remote_addr: str | None, environ: Mapping[str, Any],

@@ -2,7 +2,7 @@
 
 A custom prometheus_client Collector reads the state file on each scrape and is registered in a
 registry of its own (never the process-global one), so several apps in one process (tests) do not
-collide and gunicorn's threads need no multiprocess mode: nothing is counted in-process.
+collide and the server's threads need no multiprocess mode: nothing is counted in-process.
 
 Patroni exposes ``patroni_xlog_*_location`` as TYPE counter without the ``_total`` suffix; the
 client library would rename a counter to ``<name>_total``, so those are exposed as gauges under
@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from appliance import __version__
 from appliance.api.health import lag_bytes
+from appliance.config.security import CHANNELS
 from appliance.core.model import Member
 from appliance.manager.channel import staleness
 
@@ -92,6 +93,12 @@ class _Families:
         family = GaugeMetricFamily(name, doc, labels=LABELS)
         if value is not None and not math.isnan(value):
             family.add_metric(self.labels, value)
+        self.out.append(family)
+
+    def per_channel(self, name: str, doc: str, values: dict[str, float]) -> None:
+        family = GaugeMetricFamily(name, doc, labels=(*LABELS, "channel"))
+        for channel, value in values.items():
+            family.add_metric([*self.labels, channel], value)
         self.out.append(family)
 
     def counter(self, name: str, doc: str, value: float) -> None:
@@ -200,6 +207,9 @@ def appliance_metrics(f: _Families, doc: dict[str, Any], fresh: bool, now: float
         f.counter(f"pgappliance_{metric}_total", help_text, sum(_num((actions or {}).get(k)) for k in kinds))
     f.gauge("pgappliance_state_fresh", "Value is 1 if the manager's published state is fresh, 0 otherwise.",
             float(fresh))
+    insecure = doc.get("insecure") if isinstance(doc.get("insecure"), list) else []
+    f.per_channel("pgappliance_insecure", "Value is 1 for a protection turned off on purpose (security.<channel>: "
+                  "false), 0 otherwise.", {c: float(c in (insecure or [])) for c in CHANNELS})
 
 
 def lease_remaining(doc: dict[str, Any], now: float) -> float:

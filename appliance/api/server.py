@@ -1,23 +1,22 @@
-"""Serve the API with gunicorn in-process: one worker with threads (the state lives in a file), HTTPS optional."""
+"""Serve the API: the Flask app on the slow-client-proof server (api/httpd.py), HTTPS with reload."""
 
 from __future__ import annotations
 
-import json
 import os
 import ssl
 import sys
 import threading
-import urllib.error
-import urllib.request
+import time
 from collections.abc import Callable
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
-
+from appliance.api import httpd
 from appliance.api.app import create_app
+from appliance.api.health import classify
 from appliance.config.schema import RestApi
 from appliance.core.model import ClusterView, Failover, Member
 from appliance.dcs.base import DCS
+from appliance.net.http import Client, client_for, request
 
 PROBE_TIMEOUT = 2.0  # Patroni's healthiest-node probe timeout
 EXIT_CONFIG = 2
@@ -25,23 +24,9 @@ _CERT_REQS = {None: ssl.CERT_NONE, "none": ssl.CERT_NONE, "optional": ssl.CERT_O
               "required": ssl.CERT_REQUIRED}
 
 
-class _Gunicorn(BaseApplication):
-    def __init__(self, app: Any, options: dict[str, Any]) -> None:
-        self._app = app
-        self._options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self._options.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Any:
-        return self._app
-
-
 class LazyDCS:
-    """The API's DCS client, built on first use in the process that uses it: gunicorn forks its
-    worker after the app is loaded, and a gRPC channel must not cross a fork. It never takes a lease."""
+    """The API's DCS client, built on first use in the process that uses it (a gRPC channel must not
+    cross a fork, and an API that never changes the cluster never connects). It never takes a lease."""
 
     def __init__(self, factory: Callable[[], DCS]) -> None:
         self._factory = factory
@@ -68,76 +53,104 @@ class LazyDCS:
         return self._get().write_config(config, expected_revision)
 
 
-def http_probe(member: Member, timeout: float = PROBE_TIMEOUT) -> dict[str, Any]:
-    """GET a member's /patroni (a 503 answer still carries the document)."""
-    context = None
-    if member.api_url.startswith("https://"):
-        # Only a status document is read; peers' certificates may come from a private CA.
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    try:
-        with urllib.request.urlopen(member.api_url, timeout=timeout, context=context) as resp:
-            raw = resp.read()
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-    doc = json.loads(raw or b"{}")
+def http_probe(member: Member, client: Client | None = None, timeout: float = PROBE_TIMEOUT) -> dict[str, Any]:
+    """GET a member's /patroni (a 503 answer still carries the document), its certificate verified
+    against the cluster CA: a candidate's answer decides a switchover."""
+    doc = request(member.api_url, client, timeout=timeout, authenticate=False).json()
     if not isinstance(doc, dict):
         raise ValueError("its /patroni answer is not a JSON object")
     return doc
 
 
-def tls_problems(restapi: RestApi) -> list[str]:
-    """Files named by restapi.certfile/keyfile/cafile that cannot be read."""
-    problems = []
-    for key in ("certfile", "keyfile", "cafile"):
-        path = getattr(restapi, key)
-        if path and not os.access(path, os.R_OK):
-            problems.append(f"restapi.{key}: cannot read {path}")
-    return problems
+# Answered from the state file alone (fast, never the DCS): they share the health checks' lane.
+_STATE_PATHS = frozenset({"/patroni", "/cluster", "/history", "/events", "/metrics", "/openapi.json"})
+UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def gunicorn_options(restapi: RestApi) -> dict[str, Any]:
-    """gunicorn settings for restapi: bind, one threaded worker, and HTTPS when certfile is set."""
-    options: dict[str, Any] = {
-        "bind": restapi.listen,
-        "workers": 1,
-        "threads": 8,
-        "worker_class": "gthread",
-        "timeout": 30,
-        "graceful_timeout": 5,
-        "keepalive": 5,
-        "accesslog": None,
-        "errorlog": "-",
-        "loglevel": "warning",
-    }
-    if restapi.certfile:
-        options["certfile"] = restapi.certfile
-        if restapi.keyfile:
-            options["keyfile"] = restapi.keyfile
+def api_lane(method: str, path: str) -> str:
+    """Which thread pool serves a request: control requests (a switchover waits up to a minute) and
+    DCS reads can never hold up the health checks HAProxy routes by."""
+    if method in UNSAFE:
+        return "control"
+    if path in _STATE_PATHS or classify(path) is not None:
+        return "health"
+    return "read"
+
+
+def split_address(listen: str) -> tuple[str, int]:
+    """``0.0.0.0:8008`` / ``[::]:8008`` -> (host, port) for the listening socket."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class ReloadingTls:
+    """The API's server TLS context; a replaced certificate or key file (rotation) is loaded into the
+    same context, so new connections get it without a restart."""
+
+    def __init__(self, restapi: RestApi, clock: Callable[[], float] = time.monotonic) -> None:
+        if not restapi.certfile:
+            raise ValueError("restapi.certfile is not set")
+        self.certfile, self.keyfile = restapi.certfile, restapi.keyfile
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.context.verify_mode = _CERT_REQS[restapi.verify_client]
         if restapi.cafile:
-            options["ca_certs"] = restapi.cafile
-        options["cert_reqs"] = _CERT_REQS[restapi.verify_client]
-    return options
+            self.context.load_verify_locations(restapi.cafile)
+        self._clock = clock
+        self._stamp = self._mtimes()
+        self._checked = clock()
+        self.context.load_cert_chain(self.certfile, self.keyfile)
+
+    def _mtimes(self) -> tuple[float, ...]:
+        return tuple(os.stat(p).st_mtime for p in (self.certfile, self.keyfile) if p)
+
+    def check(self) -> bool:
+        """Reload when the files changed (checked at most every 5 s); True when it reloaded."""
+        if self._clock() - self._checked < 5.0:
+            return False
+        self._checked = self._clock()
+        try:
+            stamp = self._mtimes()
+            if stamp == self._stamp:
+                return False
+            self.context.load_cert_chain(self.certfile, self.keyfile)
+        except (OSError, ssl.SSLError) as exc:  # half-written pair: keep serving the old one
+            print(f"WARNING: cannot load the new REST API certificate yet: {exc}", file=sys.stderr)
+            return False
+        self._stamp = stamp
+        print("REST API certificate reloaded", file=sys.stderr)
+        return True
 
 
 def serve(config_path: str) -> None:
     """Load the node's configuration and serve the API on restapi.listen until stopped."""
+    from appliance.config.errors import ConfigError
     from appliance.config.layering import resolve
-    from appliance.dcs.etcd import EtcdDCS
-    from appliance.manager.settings import load_node_config
+    from appliance.dcs.factory import etcd_from_config
+    from appliance.manager.settings import check_security, load_node_config
 
     layers, local = load_node_config(config_path)
-    problems = tls_problems(local.restapi)
-    if problems:
-        print("configuration error: " + "; ".join(problems), file=sys.stderr)
+    try:
+        insecure = check_security(layers, local)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
+    for warning in insecure:
+        print(f"WARNING: {warning}", file=sys.stderr)
     dynamic = resolve(layers, None).dynamic
 
     def etcd() -> DCS:
-        return EtcdDCS(hosts=list(local.etcd3.hosts), scope=local.scope, namespace=local.namespace,
-                       name=local.name, ttl=dynamic.ttl, retry_timeout=dynamic.retry_timeout,
-                       username=local.etcd3.username, password=local.etcd3.password)
+        return etcd_from_config(local, name=local.name, ttl=dynamic.ttl, retry_timeout=dynamic.retry_timeout)
 
-    app = create_app(local.appliance.run_dir, dcs=LazyDCS(etcd), local=local, probe=http_probe)
-    _Gunicorn(app, gunicorn_options(local.restapi)).run()
+    client = client_for(local)
+    app = create_app(local.appliance.run_dir, dcs=LazyDCS(etcd), local=local,
+                     probe=lambda member: http_probe(member, client))
+    tls = ReloadingTls(local.restapi) if local.restapi.certfile else None
+    host, port = split_address(local.restapi.listen)
+
+    def lane(method: str, path: str) -> str:
+        if tls is not None:
+            tls.check()
+        return api_lane(method, path)
+
+    httpd.serve(app, host, port, ssl_context=tls.context if tls else None, lane=lane)

@@ -9,6 +9,7 @@ import click
 from appliance import __version__
 from appliance.cli.ctl import CTL_COMMANDS
 from appliance.cli.demo import demo
+from appliance.cli.secrets import secrets
 
 CONFIG_OPTION = click.option(
     "--config",
@@ -39,14 +40,14 @@ def manager(config_path: str) -> None:
 @click.command()
 @CONFIG_OPTION
 def api(config_path: str) -> None:
-    """Serve the REST API (gunicorn, bound to restapi.listen)."""
+    """Serve the REST API (bound to restapi.listen)."""
     from appliance.api.server import serve
 
     serve(config_path)
 
 
 # Adding a command or a group is one line here.
-COMMANDS: tuple[click.Command, ...] = (manager, api, demo, *CTL_COMMANDS)
+COMMANDS: tuple[click.Command, ...] = (manager, api, demo, secrets, *CTL_COMMANDS)
 for _command in COMMANDS:
     cli.add_command(_command)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from appliance.config.dynamic import DCS_SOURCE, DynamicResult, check_dynamic, origin_of
 from appliance.config.errors import ConfigError, redact
-from appliance.config.layers import LocalLayers, validate_local
+from appliance.config.layers import LocalLayers, derived_provenance, validate_local
 from appliance.config.schema import DynamicConfig, LocalConfig, split_listen
 from appliance.config.tree import MISSING, dotted, flatten, get_path, leaf_paths, same_setting, source_of
 
@@ -99,13 +99,14 @@ def _resolve(
         not_applied = _not_applied(layers, local, result) + not_applied
     view = flat_view(local, result.config, params)
     local_keys = set(flat_view(local, None, {}))
+    local_prov = {**derived_provenance(layers, local), **layers.provenance}
     provenance = {}
     for key in view:
         name = key.removeprefix("postgresql.parameters.")
         if name != key and name in param_sources:
             provenance[key] = param_sources[name]
         elif key in local_keys:
-            provenance[key] = layers.provenance.get(key, "default")
+            provenance[key] = local_prov.get(key, "default")
         else:
             provenance[key] = result.sources.get(key, "default")
     return Effective(local, result.config, params, provenance, tuple(not_applied), tuple(warnings))

@@ -13,9 +13,10 @@ from appliance.config.dynamic import DynamicResult, Origin, check_dynamic
 from appliance.config.envvars import env_layer
 from appliance.config.errors import ConfigError, Problem
 from appliance.config.schema import LocalConfig
+from appliance.config.security import derive
 from appliance.config.tree import Provenance, Tree, dotted, get_path, leaf_paths, merge, source_of
 from appliance.config.validation import problems_from
-from appliance.config.yamlfile import expand_paths, read_files
+from appliance.config.yamlfile import expand_paths, read_files_checked
 
 _BOOTSTRAP_DCS = "bootstrap.dcs."
 
@@ -42,7 +43,8 @@ def load_local(paths: Sequence[str] | str | None, env: Mapping[str, str]) -> Loc
     (YAML syntax with file:line, unreadable *_FILE secrets, VAR and VAR_FILE both set, unknown keys).
     """
     files, problems = expand_paths(paths)
-    tree, prov, file_problems = read_files(files)
+    loaded = read_files_checked(files)
+    tree, prov, file_problems = loaded.tree, loaded.prov, loaded.problems
     env_tree, env_prov, env_problems = env_layer(env, keeps_string)
     merge(tree, prov, env_tree, env_prov)
     sorted_layers = sort_local(tree, prov)
@@ -53,7 +55,7 @@ def load_local(paths: Sequence[str] | str | None, env: Mapping[str, str]) -> Loc
         data=sorted_layers.local,
         dynamic=sorted_layers.dynamic,
         provenance=prov,
-        warnings=tuple(sorted_layers.warnings),
+        warnings=(*loaded.warnings, *sorted_layers.warnings),
         files=tuple(files),
     )
 
@@ -65,7 +67,10 @@ def build_local(layers: LocalLayers) -> LocalConfig:
 
 
 def validate_local(layers: LocalLayers) -> tuple[LocalConfig, DynamicResult]:
-    """build_local, plus the validated bootstrap seed (what runs while the DCS has no config)."""
+    """build_local, plus the validated bootstrap seed (what runs while the DCS has no config).
+
+    The TLS keys of each channel left unset are derived from the ``tls`` section (config/security.py);
+    their provenance is in :func:`derived_provenance`."""
     problems: list[Problem] = []
     config = None
     # Defaults are the lowest layer, merged key by key: a password alone keeps the default username.
@@ -82,7 +87,12 @@ def validate_local(layers: LocalLayers) -> tuple[LocalConfig, DynamicResult]:
         problems += [p for p in exc.problems if p not in problems]
     if problems or config is None or seeded is None:
         raise ConfigError(problems)
-    return config, seeded
+    return derive(config, layers.data)[0], seeded
+
+
+def derived_provenance(layers: LocalLayers, config: LocalConfig) -> dict[str, str]:
+    """Where the derived TLS keys of ``config`` (from validate_local) came from."""
+    return derive(config, layers.data)[1]
 
 
 def seed(layers: LocalLayers) -> DynamicResult:

@@ -6,15 +6,15 @@ from typing import Any
 
 NOT_IMPLEMENTED = "Patroni setting not implemented by pgappliance"
 
-_SSL_CLIENT = frozenset({
-    "sslmode", "sslkey", "sslpassword", "sslcert", "sslrootcert", "sslcrl", "sslcrldir",
-    "gssencmode", "channel_binding",
-})
+# libpq options of postgresql.authentication.* that we do not pass on (the others are UserAuth fields).
+_SSL_CLIENT = frozenset({"sslpassword", "sslcrldir", "gssencmode"})
 # Patroni's etcd (API v2) / etcd3 client keys. Our `etcd` section is the embedded member instead.
 ETCD_CLIENT_KEYS = frozenset({
     "host", "hosts", "url", "proxy", "srv", "srv_suffix", "protocol", "username", "password",
     "cacert", "cert", "key", "use_proxies",
 })
+# Of those, the ones the etcd3 section does not implement (discovery through DNS SRV or proxies).
+ETCD3_IGNORED = frozenset({"url", "proxy", "srv", "srv_suffix", "use_proxies"})
 # Top-level dynamic keys Patroni knows and we do not act on. In a DCS document they are kept
 # (other Patroni tools may read them); in the local file they are dropped with a warning.
 DYNAMIC_TOP_NOT_IMPLEMENTED = frozenset({
@@ -31,14 +31,15 @@ DYNAMIC_POSTGRESQL_IGNORED = frozenset({
 
 LOCAL_IGNORED: dict[tuple[str, ...], frozenset[str]] = {
     (): frozenset({
-        "log", "ctl", "watchdog", "kubernetes", "consul", "zookeeper", "exhibitor", "raft", "citus",
+        "log", "watchdog", "kubernetes", "consul", "zookeeper", "exhibitor", "raft", "citus",
     }) | DYNAMIC_TOP_NOT_IMPLEMENTED,
     ("restapi",): frozenset({
         "keyfile_password", "ciphers",
         "http_extra_headers", "https_extra_headers", "server_tokens",
         "request_queue_size", "thread_pool_size",
     }),
-    ("etcd3",): ETCD_CLIENT_KEYS,
+    ("etcd3",): ETCD3_IGNORED,
+    ("ctl",): frozenset({"keyfile_password"}),
     ("etcd",): ETCD_CLIENT_KEYS,
     ("bootstrap",): frozenset({"method", "users", "post_bootstrap", "post_init"}),
     ("postgresql",): frozenset({

@@ -27,6 +27,7 @@ CLUSTER_WIDE_MINIMUMS: dict[str, int] = {
     "max_locks_per_transaction": 32,
     "max_worker_processes": 2,
 }
+DEFAULT_ETCD_USER = "appliance"
 # Top-level dynamic keys that only the DCS may set (a local value only seeds bootstrap.dcs).
 DYNAMIC_ONLY_KEYS = ("ttl", "loop_wait", "retry_timeout")
 
@@ -35,9 +36,37 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+
 class UserAuth(_Strict):
+    """A database role (Patroni's postgresql.authentication.*), with libpq's TLS options for its
+    network connections (replication, clone, rewind)."""
+
     username: str
     password: str | None = None
+    sslmode: SslMode | None = None
+    sslrootcert: str | None = None
+    sslcert: str | None = None
+    sslkey: str | None = None
+    sslcrl: str | None = None
+    channel_binding: Literal["disable", "prefer", "require"] | None = None
+
+
+class RestAuth(_Strict):
+    """Basic auth for the REST API's unsafe methods (restapi.authentication, ctl.authentication)."""
+
+    username: str = "appliance"
+    password: str | None = None
+
+    @model_validator(mode="after")
+    def _password_set(self) -> RestAuth:
+        if not self.password:
+            raise ValueError(
+                "password is empty: set restapi.authentication.password (or "
+                "APPLIANCE_RESTAPI__AUTHENTICATION__PASSWORD_FILE), or remove restapi.authentication"
+            )
+        return self
 
 
 class Authentication(_Strict):
@@ -93,7 +122,7 @@ class Bootstrap(_Strict):
 class RestApi(_Strict):
     listen: str = "0.0.0.0:8008"
     connect_address: str = "127.0.0.1:8008"
-    authentication: UserAuth | None = None
+    authentication: RestAuth | None = None
     # HTTPS: certfile (PEM, may hold the key too), keyfile, and cafile to verify client certificates.
     certfile: str | None = None
     keyfile: str | None = None
@@ -145,6 +174,26 @@ class Etcd3(_Strict):
     protocol: Literal["http", "https"] = "http"
     username: str | None = None
     password: str | None = None
+    # TLS (Patroni's names): the CA that signed the members' certificates, and our client certificate.
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_user(cls, data: Any) -> Any:
+        # A password alone means the appliance's own etcd user.
+        if isinstance(data, dict) and data.get("password") is not None and data.get("username") is None:
+            return {**data, "username": DEFAULT_ETCD_USER}
+        return data
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Etcd3:
+        if (self.username is None) != (self.password is None) or self.password == "":
+            raise ValueError("etcd3.username and etcd3.password must be set together (a non-empty password)")
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("etcd3.cert and etcd3.key must be set together (a client certificate and its key)")
+        return self
 
     @field_validator("hosts", mode="before")
     @classmethod
@@ -195,8 +244,52 @@ class EtcdMember(_Strict):
     advertise_peer: str = "127.0.0.1:2380"
     initial_cluster: str = ""  # name=http://host:2380,...; empty: just ourselves
     initial_cluster_token: str = "pgappliance"
-    heartbeat_interval_ms: int = 100
-    election_timeout_ms: int = 1000
+    heartbeat_interval_ms: int = Field(default=100, ge=10, le=5000)
+    election_timeout_ms: int = Field(default=1000, ge=100, le=50000)
+    # etcd's root user: creates the appliance user and role, and replaces a wiped member.
+    root_password: str | None = None
+
+
+class Tls(_Strict):
+    """Our own section: the cluster's X.509 identity (PEM files). ``ca_file`` is the trust anchor of
+    every channel; ``cert_file``/``key_file`` this node's certificate. With ``ca_key_file`` and no
+    certificate, the container entrypoint (and the demo) issue this node's certificate at start."""
+
+    ca_file: str | None = None
+    ca_key_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Tls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls.cert_file and tls.key_file must be set together")
+        if self.cert_file and not self.ca_file:
+            raise ValueError("tls.cert_file needs tls.ca_file (the CA that signed it, trusted by every node)")
+        return self
+
+
+class Security(_Strict):
+    """Our own section: every protection is on by default; ``false`` turns one off on purpose (a
+    warning at every start, ``pgappliance_insecure{channel}`` = 1)."""
+
+    restapi_tls: bool = True  # HTTPS on the REST API
+    restapi_auth: bool = True  # Basic auth for its unsafe methods
+    etcd_tls: bool = True  # etcd client and peer TLS, client certificates required
+    etcd_auth: bool = True  # etcd users: root and the appliance's own, limited to the cluster prefix
+    postgresql_tls: bool = True  # ssl = on, hostssl-only pg_hba, replication verify-full
+    # Parameters that run OS commands (archive_command, ...) from the DCS config: off (local only).
+    commands_from_dcs: bool = False
+
+
+class Ctl(_Strict):
+    """Patroni's ``ctl`` section: how the operator CLI talks to the REST API."""
+
+    insecure: bool = False
+    cacert: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    authentication: RestAuth | None = None
 
 
 class Haproxy(_Strict):
@@ -230,6 +323,9 @@ class LocalConfig(_Strict):
     bootstrap: Bootstrap = Bootstrap()
     postgresql: Postgresql = Postgresql()
     tags: dict[str, Any] = Field(default_factory=dict)
+    ctl: Ctl = Ctl()
     etcd: EtcdMember = EtcdMember()
     haproxy: Haproxy = Haproxy()
+    tls: Tls = Tls()
+    security: Security = Security()
     appliance: Appliance = Appliance()

@@ -10,7 +10,7 @@ from pyetcd import etcdrpc
 from pyetcd.utils import prefix_range_end
 
 from appliance.dcs.base import DCSError
-from appliance.dcs.etcd_transport import EtcdTransport, Metadata, NoAnswer
+from appliance.dcs.etcd_transport import EtcdTls, EtcdTransport, Metadata, NoAnswer
 from appliance.dcs.etcd_watch import EtcdWatcher
 from appliance.dcs.formats import Row, cluster_prefix
 from appliance.dcs.kv import ChangeTracker, Compare, Delete, Op, Put
@@ -149,7 +149,8 @@ class EtcdDCS(KVSession):
         clock: Callable[[], float] = time.monotonic,
         username: str | None = None,
         password: str | None = None,
+        tls: EtcdTls | None = None,
     ) -> None:
         prefix = cluster_prefix(namespace, scope)
-        self.transport = EtcdTransport(hosts, retry_timeout, clock, username, password)
+        self.transport = EtcdTransport(hosts, retry_timeout, clock, username, password, tls)
         super().__init__(EtcdBackend(self.transport, prefix), prefix, name, ttl)

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
@@ -44,14 +45,45 @@ _FINAL_CODES = frozenset(
 )
 # etcd's answers when a request carries no token or a stale one.
 _AUTH_NEEDED = ("invalid auth token", "user name is empty")
+# ... and when auth was enabled after we found it off: with a client certificate and no token, etcd
+# takes the certificate's CN as the user name, which is none of its users.
+_AUTH_ENABLED_SINCE = ("user name not found", "permission denied")
 
 
-def parse_host(host: str) -> str:
-    """``host``, ``host:port`` or ``http://host:port`` → gRPC target ``host:port`` (default port 2379)."""
+@dataclass(frozen=True)
+class EtcdTls:
+    """TLS material of the etcd client (PEM bytes): the members' CA and our client certificate."""
+
+    ca: bytes | None = None
+    cert: bytes | None = field(default=None, repr=False)
+    key: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_files(cls, ca: str | None, cert: str | None, key: str | None) -> EtcdTls:
+        def read(what: str, path: str | None) -> bytes | None:
+            if not path:
+                return None
+            try:
+                with open(path, "rb") as handle:
+                    return handle.read()
+            except OSError as exc:
+                raise ValueError(f"etcd3.{what}: cannot read {path}: {exc.strerror or exc}") from None
+
+        return cls(read("cacert", ca), read("cert", cert), read("key", key))
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(root_certificates=self.ca, private_key=self.key,
+                                            certificate_chain=self.cert)
+
+
+def parse_host(host: str, tls: bool = False) -> str:
+    """``host``, ``host:port`` or ``http(s)://host:port`` → gRPC target ``host:port`` (default port 2379)."""
     target = host.strip()
-    if target.startswith("https://"):
-        raise ValueError(f"etcd host {host!r}: TLS endpoints are not supported by this adapter yet; use http://")
-    target = target.removeprefix("http://").rstrip("/")
+    if target.startswith("https://") and not tls:
+        raise ValueError(f"etcd host {host!r} is https:// but etcd3.protocol is http: set etcd3.protocol: https")
+    if target.startswith("http://") and tls:
+        raise ValueError(f"etcd host {host!r} is http:// but etcd3.protocol is https")
+    target = target.removeprefix("http://").removeprefix("https://").rstrip("/")
     if not target or "/" in target:
         raise ValueError(f"etcd host {host!r} is not host[:port]")
     if target.startswith("["):
@@ -69,8 +101,9 @@ def parse_host(host: str) -> str:
 class Endpoint:
     """One etcd member: a lazily opened channel and its stubs."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, tls: EtcdTls | None = None) -> None:
         self.target = target
+        self.tls = tls
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
         self._stubs: dict[str, Any] = {}
@@ -81,7 +114,10 @@ class Endpoint:
             if self._closed:
                 raise DCSError(f"the connection to etcd {self.target} has been closed")
             if self._channel is None:
-                self._channel = grpc.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+                if self.tls is None:
+                    self._channel = grpc.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+                else:
+                    self._channel = grpc.secure_channel(self.target, self.tls.credentials(), options=_CHANNEL_OPTIONS)
             stub = self._stubs.get(name)
             if stub is None:
                 stub = self._stubs[name] = factory(self._channel)
@@ -130,12 +166,13 @@ class EtcdTransport:
         clock: Callable[[], float] = time.monotonic,
         username: str | None = None,
         password: str | None = None,
+        tls: EtcdTls | None = None,
     ) -> None:
         if not hosts:
             raise ValueError("etcd3.hosts is empty: list every etcd member's client address")
         if (username is None) != (password is None):
             raise ValueError("etcd3.username and etcd3.password must be set together")
-        self.endpoints = [Endpoint(parse_host(h)) for h in hosts]
+        self.endpoints = [Endpoint(parse_host(h, tls is not None), tls) for h in hosts]
         self.retry_timeout = float(retry_timeout)
         self.request_timeout = max(MIN_REQUEST_TIMEOUT, self.retry_timeout / len(self.endpoints))
         self._clock = clock
@@ -207,7 +244,10 @@ class EtcdTransport:
         target = self.endpoints[index].target
         if code == grpc.StatusCode.NOT_FOUND and "lease not found" in details:
             raise LeaseNotFound(f"etcd {target} refused {what}: {details}")
-        if code == grpc.StatusCode.UNAUTHENTICATED or any(m in details for m in _AUTH_NEEDED):
+        with self._lock:
+            tokenless = self._token == ""
+        if (code == grpc.StatusCode.UNAUTHENTICATED or any(m in details for m in _AUTH_NEEDED)
+                or (tokenless and self._username and any(m in details for m in _AUTH_ENABLED_SINCE))):
             if not self._username:
                 raise DCSError(
                     f"etcd {target} requires authentication ({details}); set etcd3.username and etcd3.password"

@@ -11,6 +11,7 @@ from typing import Any
 
 from appliance.config.errors import ConfigError
 from appliance.config.layering import Effective, LocalLayers, bootstrap_dynamic, build_local, load_local, resolve
+from appliance.config.security import insecure_channels
 from appliance.core import actions as a
 from appliance.core.decide import decide
 from appliance.core.intents import plan_intent
@@ -272,6 +273,7 @@ class Manager:
         }
         doc["scheduled_restart"] = self.scheduled_restart
         doc["patroni_doc"]["scheduled_restart"] = self.scheduled_restart
+        doc["insecure"] = doc["patroni_doc"]["insecure_channels"] = list(insecure_channels(local))
         try:
             write_state(local.appliance.run_dir, doc)
         except OSError as exc:

@@ -9,13 +9,15 @@ import sys
 import threading
 
 from appliance.config.errors import ConfigError
-from appliance.dcs.etcd import EtcdDCS
+from appliance.dcs.factory import etcd_from_config
 from appliance.manager.events import setup_logging
 from appliance.manager.executor import FatalError
 from appliance.manager.guard import LeaseGuard
 from appliance.manager.loop import Manager
+from appliance.manager.peers import fetch_peers
 from appliance.manager.pgops import PgOps
-from appliance.manager.settings import load_node_config, pg_config
+from appliance.manager.settings import check_security, load_node_config, pg_config
+from appliance.net.http import client_for
 from appliance.postgres.control import PostgresControl
 
 log = logging.getLogger("appliance.manager")
@@ -28,16 +30,19 @@ def build(config_path: str | None) -> Manager:
     from appliance.config.layering import resolve
 
     layers, local = load_node_config(config_path)
+    insecure = check_security(layers, local)
     effective = resolve(layers, None)
     setup_logging(local.appliance.log_level, local.appliance.log_format, name=f"[{local.name}]")
+    for warning in insecure:
+        log.warning("%s", warning)
     os.makedirs(local.appliance.run_dir, exist_ok=True)
     dyn = effective.dynamic
-    dcs = EtcdDCS(hosts=list(local.etcd3.hosts), scope=local.scope, namespace=local.namespace, name=local.name,
-                  ttl=dyn.ttl, retry_timeout=dyn.retry_timeout, username=local.etcd3.username,
-                  password=local.etcd3.password)
+    dcs = etcd_from_config(local, name=local.name, ttl=dyn.ttl, retry_timeout=dyn.retry_timeout)
     control = PostgresControl(pg_config(effective))
+    control.write_passfile()  # clones and rewinds connect before any config file is written
     ops = PgOps(control, effective.postgresql_parameters)
-    manager = Manager(layers, dcs, ops)
+    client = client_for(local)
+    manager = Manager(layers, dcs, ops, peers=lambda members: fetch_peers(members, client=client))
     manager.config_path = config_path
     return manager
 

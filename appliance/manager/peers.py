@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from appliance.core.model import Member
 from appliance.core.state import PeerStatus
+from appliance.net.http import Client, request
 
 
 def wal_position(doc: dict[str, Any]) -> int | None:
@@ -32,25 +30,22 @@ def parse_status(name: str, doc: dict[str, Any]) -> PeerStatus:
                       nofailover=nofailover)
 
 
-def fetch_one(member: Member, timeout: float) -> PeerStatus:
+def fetch_one(member: Member, timeout: float, client: Client | None = None) -> PeerStatus:
+    """A peer's /patroni (a 503 still carries the status document), its certificate verified."""
     if not member.api_url:
         return PeerStatus(name=member.name, reachable=False)
     try:
-        with urllib.request.urlopen(member.api_url, timeout=timeout) as resp:
-            body = resp.read()
-    except urllib.error.HTTPError as err:  # a 503 still carries the status document
-        body = err.read()
-    except Exception:
+        doc = request(member.api_url, client, timeout=timeout, authenticate=False).json()
+    except Exception:  # unreachable, refused, bad certificate: not a candidate either way
         return PeerStatus(name=member.name, reachable=False)
-    try:
-        return parse_status(member.name, json.loads(body.decode()))
-    except (ValueError, AttributeError):
+    if not isinstance(doc, dict):
         return PeerStatus(name=member.name, reachable=False)
+    return parse_status(member.name, doc)
 
 
-def fetch_peers(members: list[Member], timeout: float = 2.0) -> tuple[PeerStatus, ...]:
+def fetch_peers(members: list[Member], timeout: float = 2.0, client: Client | None = None) -> tuple[PeerStatus, ...]:
     """Every member's status; unreachable ones come back with reachable=False."""
     if not members:
         return ()
     with ThreadPoolExecutor(max_workers=min(8, len(members))) as pool:
-        return tuple(pool.map(lambda m: fetch_one(m, timeout), members))
+        return tuple(pool.map(lambda m: fetch_one(m, timeout, client), members))

@@ -6,8 +6,10 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
+from appliance.config.errors import ConfigError
 from appliance.config.layering import Effective, LocalLayers, build_local, load_local
 from appliance.config.schema import DynamicConfig, LocalConfig
+from appliance.config.security import security_problems, security_warnings
 from appliance.core.state import HaSettings
 from appliance.postgres.config import PgConfig
 from appliance.postgres.settings import pg_config_from_settings
@@ -17,6 +19,15 @@ def load_node_config(config_path: str | None, env: Mapping[str, str] | None = No
     """Read the local layers (file + env) and validate them; raises ConfigError naming the key."""
     layers = load_local(config_path, os.environ if env is None else env)
     return layers, build_local(layers)
+
+
+def check_security(layers: LocalLayers, local: LocalConfig) -> list[str]:
+    """Refuse to start with a channel left unprotected by accident (ConfigError naming the key);
+    returns the warnings for protections turned off on purpose (logged at every start)."""
+    problems = security_problems(local, layers.provenance)
+    if problems:
+        raise ConfigError(problems)
+    return security_warnings(local)
 
 
 def ha_settings(dynamic: DynamicConfig, local: LocalConfig) -> HaSettings:
@@ -48,7 +59,8 @@ def ha_settings(dynamic: DynamicConfig, local: LocalConfig) -> HaSettings:
 def pg_config(effective: Effective) -> PgConfig:
     local = effective.local
     cfg = pg_config_from_settings(local, effective.postgresql_parameters,
-                                  socket_dir=os.path.join(local.appliance.run_dir, "pgsocket"))
+                                  socket_dir=os.path.join(local.appliance.run_dir, "pgsocket"),
+                                  passfile=os.path.join(local.appliance.run_dir, "pgpass"))
     hba = local.postgresql.pg_hba or effective.dynamic.postgresql.pg_hba or local.bootstrap.pg_hba
     return dataclasses.replace(cfg, pg_hba=tuple(hba) if hba else None)
 

@@ -27,15 +27,29 @@ def _default_run_as() -> str | None:
     return "postgres" if os.geteuid() == 0 else None
 
 
+Options = tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True)
 class UserCredentials:
-    """A database role and its password (None: no password, only local trust works)."""
+    """A database role and its password (None: no password, only local trust works), with the libpq
+    options of its network connections (sslmode, sslrootcert, ...)."""
 
     username: str
     password: str | None = None
+    options: Options = ()
 
     def __repr__(self) -> str:  # never print a password in logs or tracebacks
         return f"UserCredentials(username={self.username!r}, password={'***' if self.password else None})"
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """The files PostgreSQL serves TLS with (``ssl = on``)."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str | None = None
 
 
 def _quote_value(value: str) -> str:
@@ -54,6 +68,10 @@ class ConnInfo:
     dbname: str = "postgres"
     application_name: str | None = None
     connect_timeout: int | None = None
+    # libpq options (sslmode, sslrootcert, ...) and a passfile: with one, the password never
+    # appears in the connection string (PostgreSQL logs primary_conninfo).
+    options: Options = ()
+    passfile: str | None = None
 
     def dsn(self, *, with_password: bool = True) -> str:
         parts: list[tuple[str, Any]] = [
@@ -62,8 +80,11 @@ class ConnInfo:
             ("user", self.user),
             ("dbname", self.dbname),
         ]
-        if with_password and self.password:
+        if self.passfile:
+            parts.append(("passfile", self.passfile))
+        elif with_password and self.password:
             parts.append(("password", self.password))
+        parts += list(self.options)
         if self.application_name:
             parts.append(("application_name", self.application_name))
         if self.connect_timeout is not None:
@@ -113,14 +134,16 @@ def strict_sync_names() -> str:
     return f'FIRST 1 ("{STRICT_SYNC_PLACEHOLDER}")'
 
 
-def default_pg_hba(replication_user: str) -> tuple[str, ...]:
+def default_pg_hba(replication_user: str, ssl: bool = True) -> tuple[str, ...]:
     # Local trust is safe only because the socket is reserved to PostgreSQL's OS user and group
-    # (unix_socket_permissions 0770, see files.SERVER_DEFAULTS); network clients use SCRAM.
+    # (unix_socket_permissions 0770, see files.SERVER_DEFAULTS); network clients use SCRAM, over TLS
+    # only (hostssl) unless TLS is off on purpose. Replication is for the replication user alone.
+    host = "hostssl" if ssl else "host"
     return (
         "local all all trust",
         "local replication all trust",
-        f"host replication {replication_user} all scram-sha-256",
-        "host all all all scram-sha-256",
+        f"{host} replication {replication_user} all scram-sha-256",
+        f"{host} all all all scram-sha-256",
     )
 
 
@@ -146,6 +169,10 @@ class PgConfig:
     # "" (default): <parent of data_dir>/postgresql.log. None: the postmaster inherits our stderr,
     # which is lost (or blocks PostgreSQL on a full pipe) once the process that started it is gone.
     log_file: str | None = ""
+    server_tls: ServerTls | None = None
+    # The pgpass file of replication/rewind connections (0600, beside the socket); None: passwords
+    # go into the connection strings (tests of the adapter alone).
+    passfile: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -170,7 +197,9 @@ class PgConfig:
 
     @property
     def hba_lines(self) -> tuple[str, ...]:
-        return self.pg_hba if self.pg_hba is not None else default_pg_hba(self.replication.username)
+        if self.pg_hba is not None:
+            return self.pg_hba
+        return default_pg_hba(self.replication.username, ssl=self.server_tls is not None)
 
     @property
     def conn_url(self) -> str:
@@ -199,6 +228,8 @@ class PgConfig:
             user=self.replication.username,
             password=self.replication.password,
             application_name=self.application_name,
+            options=self.replication.options,
+            passfile=self.passfile,
         )
 
     def rewind_conninfo(self, host: str, port: int) -> ConnInfo:
@@ -209,4 +240,11 @@ class PgConfig:
             user=self.rewinder.username,
             password=self.rewinder.password,
             application_name=f"{self.application_name}_rewind",
+            options=self.rewinder.options,
+            passfile=self.passfile,
         )
+
+    def network_users(self) -> tuple[UserCredentials, ...]:
+        """The roles that connect to other members (what the passfile holds)."""
+        users = [self.replication, self.rewinder]
+        return tuple(u for i, u in enumerate(users) if u.username not in {v.username for v in users[:i]})

@@ -133,7 +133,13 @@ class PostgresControl:
         hba = files.render_hba(self.cfg.hba_lines)
         changed |= files.write_file(os.path.join(data_dir, "pg_hba.conf"), hba, self.owner)
         changed |= files.set_standby_signal(data_dir, standby, self.owner)
+        self.write_passfile()
         return changed
+
+    def write_passfile(self) -> None:
+        """The replication/rewind passwords for libpq (primary_conninfo names the file, not the password)."""
+        if self.cfg.passfile:
+            files.write_file(self.cfg.passfile, files.wildcard_passfile(self.cfg.network_users()), self.owner)
 
     def current_parameters(self) -> dict[str, str]:
         """The parameters in our conf file now (without the keys we manage); PgConfig's when none."""

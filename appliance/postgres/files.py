@@ -13,7 +13,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.postgres.config import ConnInfo, PgConfig
+from appliance.postgres.config import ConnInfo, PgConfig, UserCredentials
+from appliance.postgres.confsyntax import CUSTOM_NAME_RE, NAME_RE, quote_conf_value
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ LOCAL_IDENTITY_KEYS = frozenset(
         "config_file",
         "hba_file",
         "ident_file",
+        "ssl",
+        "ssl_cert_file",
+        "ssl_key_file",
+        "ssl_ca_file",
     }
 )
 # Defaults a `parameters` value overrides (wal_level only with replica/logical).
@@ -100,10 +105,15 @@ def write_file(path: str, content: str, owner: FileOwner | None, mode: int = 0o6
 
 
 def conf_value(value: Any) -> str:
-    if isinstance(value, bool):
-        value = "on" if value else "off"
-    text = str(value).replace("\\", "\\\\").replace("'", "''")
-    return f"'{text}'"
+    """A postgresql.conf value, quoted; ValueError for what cannot be one line (newline, NUL)."""
+    return quote_conf_value(value)
+
+
+def conf_line(name: str, value: Any) -> str:
+    """``name = 'value'``; a name that is not a parameter name never reaches the file."""
+    if not (NAME_RE.fullmatch(name) or CUSTOM_NAME_RE.fullmatch(name)):
+        raise ValueError(f"{name!r} is not a PostgreSQL parameter name")
+    return f"{name} = {conf_value(value)}\n"
 
 
 def _unquote(text: str) -> str:
@@ -160,13 +170,22 @@ def render_appliance_conf(
         "primary_conninfo": primary_conninfo or "",
         "primary_slot_name": primary_slot_name or "",
         "synchronous_standby_names": synchronous_standby_names,
+        **_tls_lines(cfg),
     }
     lines = [_HEADER, "# managed by the appliance\n"]
-    lines += [f"{k} = {conf_value(v)}\n" for k, v in managed.items()]
+    lines += [conf_line(k, v) for k, v in managed.items()]
     lines.append("# parameters\n")
     params = effective_parameters(parameters, managed)
-    lines += [f"{k} = {conf_value(params[k])}\n" for k in sorted(params)]
+    lines += [conf_line(k, params[k]) for k in sorted(params)]
     return "".join(lines)
+
+
+def _tls_lines(cfg: PgConfig) -> dict[str, str]:
+    tls = cfg.server_tls
+    if tls is None:
+        return {"ssl": "off"}
+    return {"ssl": "on", "ssl_cert_file": tls.cert_file, "ssl_key_file": tls.key_file,
+            "ssl_ca_file": tls.ca_file or ""}
 
 
 def parse_appliance_conf(text: str) -> dict[str, str]:
@@ -290,6 +309,12 @@ def temp_private_file(content: str, directory: str, owner: FileOwner | None) -> 
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+def wildcard_passfile(users: Sequence[UserCredentials]) -> str:
+    """One line per role, any host: the walreceiver and pg_rewind read it (PGPASSFILE / passfile=)."""
+    return "".join(":".join(["*", "*", "*", _pgpass_field(u.username), _pgpass_field(u.password)]) + "\n"
+                   for u in users if u.password)
 
 
 def passfile_content(conns: Sequence[ConnInfo]) -> str:

@@ -6,7 +6,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from appliance.config.schema import LocalConfig, UserAuth
-from appliance.postgres.config import DEFAULT_SOCKET_DIR, PgConfig, UserCredentials, split_host_port
+from appliance.config.security import postgresql_tls_files
+from appliance.postgres.config import DEFAULT_SOCKET_DIR, PgConfig, ServerTls, UserCredentials, split_host_port
+
+# UserAuth fields that are libpq connection options.
+_LIBPQ_OPTIONS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "channel_binding")
 
 
 def initdb_options(spec: Sequence[Any]) -> tuple[str, ...]:
@@ -24,7 +28,8 @@ def initdb_options(spec: Sequence[Any]) -> tuple[str, ...]:
 
 
 def _credentials(auth: UserAuth) -> UserCredentials:
-    return UserCredentials(auth.username, auth.password)
+    options = tuple((key, str(getattr(auth, key))) for key in _LIBPQ_OPTIONS if getattr(auth, key) is not None)
+    return UserCredentials(auth.username, auth.password, options)
 
 
 def pg_config_from_settings(
@@ -33,12 +38,14 @@ def pg_config_from_settings(
     *,
     socket_dir: str = DEFAULT_SOCKET_DIR,
     log_file: str | None = "",
+    passfile: str | None = None,
 ) -> PgConfig:
     """`parameters`: the effective server parameters (dynamic merged with local); default: local's."""
     pg = local.postgresql
     listen_host, listen_port = split_host_port(pg.listen)
     connect_host, connect_port = split_host_port(pg.connect_address, listen_port)
     auth = pg.authentication
+    tls = postgresql_tls_files(local)
     return PgConfig(
         name=local.name,
         data_dir=pg.data_dir,
@@ -55,4 +62,6 @@ def pg_config_from_settings(
         initdb_options=initdb_options(local.bootstrap.initdb),
         socket_dir=socket_dir,
         log_file=log_file,
+        server_tls=ServerTls(*tls) if tls else None,
+        passfile=passfile,
     )

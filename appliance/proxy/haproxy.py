@@ -40,9 +40,11 @@ class ProxySettings:
     # Peers addressed by name (containers, VMs): re-resolve them at run time through the system's
     # resolv.conf, and start even while a peer's name does not resolve yet (it may start later).
     resolve_at_runtime: bool = False
+    # The REST APIs serve HTTPS: check them over TLS, verifying their certificates against this CA.
+    check_ca_file: str | None = None
 
     @classmethod
-    def from_config(cls, haproxy: Haproxy, run_dir: str) -> ProxySettings:
+    def from_config(cls, haproxy: Haproxy, run_dir: str, check_ca_file: str | None = None) -> ProxySettings:
         return cls(
             bind_address=haproxy.bind_address,
             primary_port=haproxy.primary_port,
@@ -50,6 +52,7 @@ class ProxySettings:
             stats_port=haproxy.stats_port,
             replica_max_lag=haproxy.replica_max_lag,
             run_dir=run_dir,
+            check_ca_file=check_ca_file,
         )
 
     @property
@@ -76,10 +79,23 @@ def _bind(address: str, port: int) -> str:
 RESOLVERS = "dns"
 
 
-def _servers(nodes: Sequence[ProxyNode], maxconn: int, resolve: bool = False) -> list[str]:
+_PATH = re.compile(r"^/[A-Za-z0-9_./@+-]+$")
+
+
+def _tls_check(ca_file: str | None) -> str:
+    if ca_file is None:
+        return ""
+    if not _PATH.match(ca_file):
+        raise ValueError(f"CA file path {ca_file!r} cannot go into haproxy.cfg (use an absolute path of "
+                         "letters, digits and _./@+-)")
+    return f" check-ssl verify required ca-file {ca_file}"
+
+
+def _servers(nodes: Sequence[ProxyNode], maxconn: int, resolve: bool = False, ca_file: str | None = None) -> list[str]:
     lines = []
     for n in nodes:
         line = f"    server {n.name} {_bind(n.pg_host, n.pg_port)} maxconn {maxconn} check port {n.api_port}"
+        line += _tls_check(ca_file)
         if resolve:
             # 'addr' is resolved once at start-up: leave it out when the checks go to the same host.
             if n.api_host != n.pg_host:
@@ -142,7 +158,7 @@ def render_haproxy_cfg(nodes: Sequence[ProxyNode], settings: ProxySettings) -> s
         "    option httpchk",
         f"    http-check send meth {s.primary_check_method} uri /primary",
         "    http-check expect status 200",
-        *_servers(nodes, s.server_maxconn, s.resolve_at_runtime),
+        *_servers(nodes, s.server_maxconn, s.resolve_at_runtime, s.check_ca_file),
         "",
         "listen replicas",
         f"    bind {_bind(s.bind_address, s.replica_port)}",
@@ -150,7 +166,7 @@ def render_haproxy_cfg(nodes: Sequence[ProxyNode], settings: ProxySettings) -> s
         "    option httpchk",
         f"    http-check send meth {s.replica_check_method} uri /replica?lag={s.replica_max_lag}",
         "    http-check expect status 200",
-        *_servers(nodes, s.server_maxconn, s.resolve_at_runtime),
+        *_servers(nodes, s.server_maxconn, s.resolve_at_runtime, s.check_ca_file),
     ]
     return "\n".join(lines) + "\n"
 

@@ -13,10 +13,10 @@ import io
 import json
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from appliance.net.http import Client, request
 
 # HAProxy's "listen" sections (appliance.proxy.haproxy).
 PRIMARY_BACKEND = "primary"
@@ -92,18 +92,15 @@ def problems(cluster: Mapping[str, Any] | None, proxies: Mapping[str, Mapping[st
     return routing_problems(cluster, proxies, names)
 
 
-def _get(url: str, timeout: float = 3.0) -> bytes | None:
+def _get(url: str, client: Client | None = None, timeout: float = 3.0) -> bytes | None:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return bytes(response.read())
-    except urllib.error.HTTPError as exc:
-        return bytes(exc.read())
-    except OSError:
+        return request(url, client, timeout=timeout, authenticate=False).body
+    except (OSError, ValueError):
         return None
 
 
-def fetch_cluster(api: str) -> dict[str, Any] | None:
-    body = _get(f"{api.rstrip('/')}/cluster")
+def fetch_cluster(api: str, client: Client | None = None) -> dict[str, Any] | None:
+    body = _get(f"{api.rstrip('/')}/cluster", client)
     try:
         doc = json.loads(body) if body else None
     except ValueError:
@@ -116,8 +113,8 @@ def fetch_stats(host: str, port: int = 7000) -> dict[str, dict[str, str]] | None
     return parse_stats_csv(body.decode()) if body else None
 
 
-def observe(api: str, expect: int, stats_port: int) -> list[str]:
-    cluster = fetch_cluster(api)
+def observe(api: str, expect: int, stats_port: int, client: Client | None = None) -> list[str]:
+    cluster = fetch_cluster(api, client)
     hosts = [str(m.get("host")) for m in (cluster or {}).get("members", [])]
     if expect == 1:
         hosts = ["127.0.0.1"]
@@ -145,7 +142,7 @@ def wait_healthy(check: Callable[[], list[str]], timeout: float, report: Callabl
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--api", default="http://127.0.0.1:8008", help="a node's REST API")
+    parser.add_argument("--api", default=None, help="a node's REST API (default: this node's, from its config)")
     parser.add_argument("--members", type=int, default=3, help="how many members the cluster has")
     parser.add_argument("--stats-port", type=int, default=7000)
     parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for health (0: check once)")
@@ -154,12 +151,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     def report(found: list[str]) -> None:
         print("waiting: " + "; ".join(found), file=sys.stderr, flush=True)
 
-    ok = wait_healthy(lambda: observe(args.api, args.members, args.stats_port), args.wait, report)
+    from appliance.runtime.healthcheck import local_api
+
+    api, client = local_api()
+    api = args.api or api
+    ok = wait_healthy(lambda: observe(api, args.members, args.stats_port, client), args.wait, report)
     if not ok:
-        print(f"not healthy after {args.wait:.0f} s: " + "; ".join(observe(args.api, args.members, args.stats_port)),
-              file=sys.stderr)
+        found = observe(api, args.members, args.stats_port, client)
+        print(f"not healthy after {args.wait:.0f} s: " + "; ".join(found), file=sys.stderr)
         return 1
-    cluster = fetch_cluster(args.api) or {}
+    cluster = fetch_cluster(api, client) or {}
     for m in sorted(cluster.get("members", []), key=lambda m: str(m.get("name"))):
         print(f"{m.get('name')}: {m.get('role')} {m.get('state')} (timeline {m.get('timeline')})")
     return 0

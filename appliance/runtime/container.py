@@ -8,10 +8,7 @@ it itself, exactly as documented in docs/configuration.md.
 
 from __future__ import annotations
 
-import base64
 import copy
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -19,12 +16,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.config.classify import keeps_string
+from appliance.config.envvars import env_layer
 from appliance.config.errors import ConfigError
 from appliance.config.schema import LocalConfig, split_listen
-from appliance.config.tree import Tree, merge
+from appliance.config.tree import Tree, merge, set_path
 from appliance.config.yamlfile import expand_paths, read_files
 from appliance.postgres.config import split_host_port
 from appliance.proxy.haproxy import ProxyNode
+from appliance.runtime.container_identity import derive_secret
 
 CONFIG_DIR = "/etc/pgappliance"
 # The image's defaults, then the operator's drop-ins (merged in name order, last wins).
@@ -136,6 +136,7 @@ def derived_defaults(base: LocalConfig, ident: Identity, explicit: Tree, env: Ma
     client_port = _port(base.etcd.listen_client, 2379)
     peer_port = _port(base.etcd.listen_peer, 2380)
     name = base.name if "name" in explicit else ident.host
+    peer_scheme = "https" if base.security.etcd_tls else "http"
     tree: Tree = {
         "name": name,
         "restapi": {"connect_address": f"{ident.host}:{api_port}"},
@@ -155,7 +156,7 @@ def derived_defaults(base: LocalConfig, ident: Identity, explicit: Tree, env: Ma
         "name": ident.host,
         "advertise_client": f"{ident.host}:{client_port}",
         "advertise_peer": f"{ident.host}:{peer_port}",
-        "initial_cluster": ",".join(f"{m}=http://{m}:{peer_port}" for m in ident.members),
+        "initial_cluster": ",".join(f"{m}={peer_scheme}://{m}:{peer_port}" for m in ident.members),
     })
     tree["appliance"] = {"peers": list(ident.others)}
     return tree
@@ -197,8 +198,7 @@ def proxy_nodes(config: LocalConfig, ident: Identity) -> tuple[list[ProxyNode], 
 def derive_replication_password(superuser_password: str, scope: str) -> str:
     """One secret for the operator to manage: the replication password follows from the superuser's
     (HMAC-SHA256), the same on every node, unless APPLIANCE_REPLICATION_PASSWORD is set."""
-    digest = hmac.new(superuser_password.encode(), f"pgappliance replication {scope}".encode(), hashlib.sha256)
-    return base64.urlsafe_b64encode(digest.digest()).decode().rstrip("=")
+    return derive_secret(superuser_password, scope, "replication")
 
 
 def pgdata_initialised(data_dir: str) -> bool:
@@ -215,36 +215,59 @@ Error: Database is uninitialized and superuser password is not specified.
        This is not recommended: anyone who can reach the ports can log in."""
 
 
-def secrets_for_programs(config: LocalConfig, env: Mapping[str, str], initialised: bool) -> dict[str, str]:
-    """Variables to add to the programs' environment: the demo password when asked for, the derived
-    replication password. Raises EntrypointError when an empty data dir has no superuser password."""
-    extra: dict[str, str] = {}
+def database_passwords(config: LocalConfig, env: Mapping[str, str], initialised: bool) -> Tree:
+    """Config keys for the superuser password in demo mode and the derived replication password.
+    Raises EntrypointError when an empty data dir has no superuser password."""
+    tree: Tree = {}
     auth = config.postgresql.authentication
     password = auth.superuser.password
     if not password and env.get(DEMO_ENV, "").lower() in ("1", "true", "yes", "on"):
         password = DEMO_PASSWORD
-        extra["POSTGRES_PASSWORD"] = password
+        set_path(tree, ("postgresql", "authentication", "superuser", "password"), password)
     if not password and not initialised:
         raise EntrypointError(MISSING_PASSWORD)
     if password and not auth.replication.password:
-        extra["APPLIANCE_REPLICATION_PASSWORD"] = derive_replication_password(password, config.scope)
-    return extra
+        set_path(tree, ("postgresql", "authentication", "replication", "password"),
+                 derive_replication_password(password, config.scope))
+    return tree
 
 
-def program_environment(env: Mapping[str, str], extra: Mapping[str, str], home: str, user: str,
-                        rendered: str) -> dict[str, str]:
-    """The supervisord's environment: the container's, minus what is not a setting (and etcd's own
-    ETCD_* variables, which would conflict with the flags we pass), plus ``extra``."""
-    out = {k: v for k, v in env.items() if k not in NOT_FOR_PROGRAMS and not k.startswith("ETCD_")}
-    out.update(extra)
+def is_secret_var(name: str) -> bool:
+    """A variable holding a secret (or naming its file): it goes into the rendered YAML (0600), never
+    into the environment of etcd, HAProxy, the postmaster or any other program."""
+    base = name.removesuffix("_FILE")
+    return base == "POSTGRES_PASSWORD" or (base.startswith("APPLIANCE_") and base.endswith(_SECRET_SUFFIXES)
+                                           and not base.startswith("APPLIANCE_DEMO_"))
+
+
+def secrets_tree(env: Mapping[str, str]) -> Tree:
+    """The secret variables (their *_FILE twins already read) as config keys, for the rendered YAML."""
+    secret = {k: v for k, v in env.items() if is_secret_var(k) and not k.endswith("_FILE")}
+    tree, _prov, problems = env_layer(secret, keeps_string)
+    if problems:
+        raise ConfigError(problems)
+    return tree
+
+
+def program_environment(env: Mapping[str, str], home: str, user: str, rendered: str) -> dict[str, str]:
+    """The supervisord's environment: the container's, minus what is not a setting, minus every
+    secret (they are in the rendered YAML), minus etcd's own ETCD_* variables (they would conflict
+    with the flags we pass)."""
+    out = {k: v for k, v in config_env(env).items() if not k.startswith("ETCD_")}
     out.update({"HOME": home, "USER": user, "LOGNAME": user, "APPLIANCE_CONFIG": rendered,
                 "PYTHONUNBUFFERED": "1"})
     return out
 
 
+# The entrypoint turns these into the node's own files (run_dir/tls) and renders their paths.
+TLS_ENV_PREFIX = "APPLIANCE_TLS__"
+
+
 def config_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The environment as the config layers must see it (what is not a setting removed)."""
-    return {k: v for k, v in env.items() if k not in NOT_FOR_PROGRAMS}
+    """The environment as the programs' config layers see it: what is not a setting, the secrets and
+    the TLS inputs (all rendered into the YAML) removed."""
+    return {k: v for k, v in env.items()
+            if k not in NOT_FOR_PROGRAMS and not is_secret_var(k) and not k.startswith(TLS_ENV_PREFIX)}
 
 
 def peers_from(env: Mapping[str, str], base: LocalConfig) -> list[str]:

@@ -13,6 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from appliance.config.schema import LocalConfig
+from appliance.dcs.etcd import EtcdDCS
+from appliance.dcs.factory import etcd_from_config
+from appliance.net.http import Client, client_for
 from appliance.runtime import procs
 from appliance.runtime.demo_layout import (
     PG_PORT,
@@ -26,11 +30,12 @@ from appliance.runtime.demo_layout import (
     load_layout,
     load_or_create_secrets,
     save_layout,
+    write_client_files,
     write_node_files,
     write_proxy_files,
 )
 from appliance.runtime.demo_status import cluster_status, dsn, health_problems
-from appliance.runtime.node import ALL_PROGRAMS
+from appliance.runtime.node import ALL_PROGRAMS, load_local_config
 from appliance.runtime.supervisor import FATAL_MARKER, default_user
 
 DEFAULT_PROGRAMS: tuple[str, ...] = ("etcd", "manager", "api")
@@ -150,6 +155,29 @@ class DemoCluster:
             return base / "supervisord.conf", base / "run", base
         return self.layout.supervisord_conf(node), self.layout.run_dir(node), self.layout.node_dir(node)
 
+    @property
+    def secrets(self) -> Secrets:
+        """Passwords and the CA of this demo (files under <dir>/secrets/)."""
+        return self._secrets()
+
+    @property
+    def client_config(self) -> Path:
+        """An operator config (etcd TLS + credentials, REST API CA + credentials) for ``appliance -c``
+        and ``patronictl -c``."""
+        return self.layout.client_config_path
+
+    def operator(self) -> LocalConfig:
+        """The client config as settings (etcd TLS and credentials, REST API CA and credentials)."""
+        return load_local_config(self.client_config)
+
+    def api_client(self) -> Client:
+        """An HTTP client that trusts the demo CA and authenticates to the REST APIs."""
+        return client_for(self.operator())
+
+    def etcd(self, name: str = "demo-observer", retry_timeout: float = 3.0) -> EtcdDCS:
+        """A DCS client as the operator (reads; it takes no lease unless asked to)."""
+        return etcd_from_config(self.operator(), name=name, ttl=5, retry_timeout=retry_timeout)
+
     def supervisord_pid(self, node: str) -> int | None:
         _, run_dir, _ = self._node_paths(node)
         return procs.live_pid_from(run_dir / "supervisord.pid", "supervisor")
@@ -168,7 +196,8 @@ class DemoCluster:
         creds = load_or_create_secrets(self.layout.secrets_path)
         for node in self.nodes:
             write_node_files(self.layout, node, creds, self.user)
-        write_proxy_files(self.layout, self.user)
+        write_proxy_files(self.layout, creds, self.user)
+        write_client_files(self.layout, creds)
         for node in [*self.nodes, PROXY]:
             if self.supervisord_pid(node) is None:
                 self._start(node)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import pwd
-import secrets
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from appliance.config.schema import LocalConfig
+from appliance.config.schema import DEFAULT_ETCD_USER, LocalConfig
 from appliance.proxy.haproxy import ProxyNode, ProxySettings, haproxy_command, render_haproxy_cfg
 from appliance.runtime.node import load_local_config, node_supervisor_spec
 from appliance.runtime.supervisor import (
@@ -23,6 +22,8 @@ from appliance.runtime.supervisor import (
     package_root,
     render_supervisord_conf,
 )
+from appliance.tls import identity
+from appliance.tls.identity import NodeTls
 
 PG_PORT, API_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT = 5432, 8008, 2379, 2380
 SCOPE = "demo"
@@ -40,10 +41,27 @@ def check_net(net: str) -> str:
     return net
 
 
+API_USER = "appliance"
+
+
 @dataclass(frozen=True)
 class Secrets:
-    superuser_password: str
-    replication_password: str
+    """The demo cluster's identity: passwords (files in ``dir``) and the CA."""
+
+    superuser_password: str = field(repr=False)
+    replication_password: str = field(repr=False)
+    restapi_password: str = field(repr=False, default="")
+    etcd_password: str = field(repr=False, default="")
+    etcd_root_password: str = field(repr=False, default="")
+    dir: Path = Path(".")
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.dir / identity.CA_CERT)
+
+    @property
+    def ca_key_file(self) -> str:
+        return str(self.dir / identity.CA_KEY)
 
 
 @dataclass(frozen=True)
@@ -91,7 +109,20 @@ class DemoLayout:
 
     @property
     def secrets_path(self) -> Path:
-        return self.dir / "secrets.yml"
+        return self.dir / "secrets"
+
+    def tls_dir(self, node: str) -> Path:
+        return self.node_dir(node) / "tls"
+
+    @property
+    def client_dir(self) -> Path:
+        """The operator's certificate (etcd needs a client certificate from its CA)."""
+        return self.dir / "client"
+
+    @property
+    def client_config_path(self) -> Path:
+        """An operator config for ``appliance -c`` and patronictl: etcd, REST API, CA, credentials."""
+        return self.dir / "client.yml"
 
     @property
     def layout_path(self) -> Path:
@@ -101,7 +132,7 @@ class DemoLayout:
         return [f"{self.host(n)}:{ETCD_CLIENT_PORT}" for n in self.nodes]
 
     def initial_cluster(self) -> str:
-        return ",".join(f"{n}=http://{self.host(n)}:{ETCD_PEER_PORT}" for n in self.nodes)
+        return ",".join(f"{n}=https://{self.host(n)}:{ETCD_PEER_PORT}" for n in self.nodes)
 
 
 def save_layout(layout: DemoLayout) -> None:
@@ -134,26 +165,51 @@ def load_layout(directory: Path) -> DemoLayout | None:
 
 
 def load_or_create_secrets(path: Path) -> Secrets:
-    """Passwords generated once and reused by every later ``up`` (mode 0600)."""
-    if path.exists():
-        data = yaml.safe_load(path.read_text()) or {}
-        return Secrets(data["superuser_password"], data["replication_password"])
-    created = Secrets(secrets.token_urlsafe(18), secrets.token_urlsafe(18))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        yaml.safe_dump(created.__dict__, handle)
-    return created
+    """The demo's secrets directory (passwords and CA, 0600), created once and reused by every ``up``."""
+    identity.init_secrets(path, scope=SCOPE)
+
+    def read(name: str) -> str:
+        return (path / name).read_text().strip()
+
+    return Secrets(read("postgres_password"), read("replication_password"), read("restapi_password"),
+                   read("etcd_password"), read("etcd_root_password"), path)
 
 
-def node_config(layout: DemoLayout, node: str, creds: Secrets) -> dict[str, Any]:
+def node_tls(layout: DemoLayout, node: str, creds: Secrets, user: str | None) -> NodeTls:
+    """The node's certificate (SANs: its name, its address, localhost), issued from the demo CA."""
+    uid, gid = _ids(user)
+    tls, _ = identity.issue_node(creds.ca_file, creds.ca_key_file, layout.tls_dir(node),
+                                 dns_names=[node, "localhost"], ip_addresses=[layout.host(node), "127.0.0.1"],
+                                 uid=uid, gid=gid)
+    return tls
+
+
+def client_tls(layout: DemoLayout, creds: Secrets) -> NodeTls:
+    tls, _ = identity.issue_node(creds.ca_file, creds.ca_key_file, layout.client_dir,
+                                 dns_names=["localhost"], ip_addresses=[])
+    return tls
+
+
+def _ids(user: str | None) -> tuple[int | None, int | None]:
+    if user is None:
+        return None, None
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
+
+
+def node_config(layout: DemoLayout, node: str, creds: Secrets, tls: NodeTls | None = None) -> dict[str, Any]:
     """The node's YAML (Patroni key names); validated against LocalConfig before it is written."""
     host = layout.host(node)
     run_dir = str(layout.run_dir(node))
+    tls = tls or NodeTls(*(str(layout.tls_dir(node) / n) for n in (identity.CA_CERT, identity.NODE_CERT,
+                                                                       identity.NODE_KEY)))
     config: dict[str, Any] = {
         "scope": SCOPE,
         "name": node,
-        "restapi": {"listen": f"{host}:{API_PORT}", "connect_address": f"{host}:{API_PORT}"},
-        "etcd3": {"hosts": layout.etcd_hosts()},
+        "restapi": {"listen": f"{host}:{API_PORT}", "connect_address": f"{host}:{API_PORT}",
+                    "authentication": {"username": API_USER, "password": creds.restapi_password}},
+        "etcd3": {"hosts": layout.etcd_hosts(), "username": DEFAULT_ETCD_USER, "password": creds.etcd_password},
+        "tls": {"ca_file": tls.ca_file, "cert_file": tls.cert_file, "key_file": tls.key_file},
         "postgresql": {
             "listen": f"{host}:{PG_PORT}",
             "connect_address": f"{host}:{PG_PORT}",
@@ -172,6 +228,7 @@ def node_config(layout: DemoLayout, node: str, creds: Secrets) -> dict[str, Any]
             "advertise_peer": f"{host}:{ETCD_PEER_PORT}",
             "initial_cluster": layout.initial_cluster(),
             "initial_cluster_token": layout.token,
+            "root_password": creds.etcd_root_password,
         },
         "haproxy": {"enabled": False},  # the demo runs one shared HAProxy (the proxy node)
         "appliance": {"run_dir": run_dir, "peers": [layout.host(n) for n in layout.nodes if n != node]},
@@ -217,13 +274,15 @@ def check_socket_paths(directory: Path) -> None:
 
 
 def write_node_files(layout: DemoLayout, node: str, creds: Secrets, user: str | None) -> None:
-    """config.yml once (later ``up`` runs keep it, edits included); supervisord.conf every time."""
+    """config.yml once (later ``up`` runs keep it, edits included); the node certificate when it is
+    missing or due; supervisord.conf every time."""
     prepare_dirs([layout.node_dir(node), layout.run_dir(node), layout.log_dir(node)], user)
+    tls = node_tls(layout, node, creds, user)
     path = layout.config_path(node)
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            yaml.safe_dump(node_config(layout, node, creds), handle, sort_keys=False)
+            yaml.safe_dump(node_config(layout, node, creds, tls), handle, sort_keys=False)
         chown(path, user)
     config = load_local_config(path)
     programs = None if layout.programs is None else [p for p in layout.programs if p != "haproxy"]
@@ -238,6 +297,29 @@ def write_node_files(layout: DemoLayout, node: str, creds: Secrets, user: str | 
     layout.supervisord_conf(node).write_text(render_supervisord_conf(spec))
 
 
+def client_config(layout: DemoLayout, creds: Secrets, tls: NodeTls) -> dict[str, Any]:
+    """The operator's view of the demo, valid for ``appliance -c`` and for patronictl alike."""
+    return {
+        "scope": SCOPE,
+        "namespace": "/service/",
+        "etcd3": {"hosts": layout.etcd_hosts(), "protocol": "https", "cacert": tls.ca_file, "cert": tls.cert_file,
+                  "key": tls.key_file, "username": DEFAULT_ETCD_USER, "password": creds.etcd_password},
+        "restapi": {"authentication": {"username": API_USER, "password": creds.restapi_password}},
+        "ctl": {"cacert": tls.ca_file, "certfile": tls.cert_file, "keyfile": tls.key_file},
+    }
+
+
+def write_client_files(layout: DemoLayout, creds: Secrets) -> None:
+    tls = client_tls(layout, creds)
+    fd = os.open(layout.client_config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        yaml.safe_dump(client_config(layout, creds, tls), handle, sort_keys=False)
+
+
+def proxy_ca(layout: DemoLayout) -> Path:
+    return layout.dir / PROXY / identity.CA_CERT
+
+
 def proxy_spec(layout: DemoLayout, user: str | None) -> tuple[str, SupervisorSpec]:
     """The proxy node: one HAProxy for the whole demo, supervised like the other programs."""
     directory = layout.dir / PROXY
@@ -250,6 +332,7 @@ def proxy_spec(layout: DemoLayout, user: str | None) -> tuple[str, SupervisorSpe
         replica_port=replicas,
         stats_port=stats,
         run_dir=str(run_dir),
+        check_ca_file=str(proxy_ca(layout)),
     )
     cfg_path = directory / "haproxy.cfg"
     program = Program("haproxy", haproxy_command(str(cfg_path)), PRIORITIES["haproxy"], startsecs=2, stopwaitsecs=10)
@@ -264,9 +347,12 @@ def proxy_spec(layout: DemoLayout, user: str | None) -> tuple[str, SupervisorSpe
     return render_haproxy_cfg(nodes, settings), spec
 
 
-def write_proxy_files(layout: DemoLayout, user: str | None) -> None:
+def write_proxy_files(layout: DemoLayout, creds: Secrets, user: str | None) -> None:
     directory = layout.dir / PROXY
     prepare_dirs([directory, directory / "run", directory / "log"], user)
+    uid, gid = _ids(user)
+    identity.pki.ensure_private_file(str(proxy_ca(layout)), Path(creds.ca_file).read_bytes(), uid=uid, gid=gid,
+                                     mode=0o644)
     haproxy_cfg, spec = proxy_spec(layout, user)
     (directory / "haproxy.cfg").write_text(haproxy_cfg)
     (directory / "supervisord.conf").write_text(render_supervisord_conf(spec))

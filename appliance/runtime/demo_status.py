@@ -5,12 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import quote
 
+from appliance.net.http import Client, request
 from appliance.runtime.demo_layout import (
     API_PORT,
     ETCD_CLIENT_PORT,
@@ -24,23 +24,31 @@ from appliance.runtime.demo_layout import (
 HTTP_TIMEOUT = 1.0
 
 
-def fetch_json(url: str, timeout: float = HTTP_TIMEOUT) -> tuple[Any, str | None]:
+def fetch_json(url: str, client: Client | None = None, timeout: float = HTTP_TIMEOUT) -> tuple[Any, str | None]:
     """(body, None) on any HTTP answer with a JSON body (a 503 health answer still has one)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return json.loads(response.read() or b"null"), None
-    except urllib.error.HTTPError as exc:
-        try:
-            return json.loads(exc.read() or b"null"), None
-        except ValueError:
-            return None, f"HTTP {exc.code}"
+        answer = request(url, client, timeout=timeout)
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         return None, str(reason)
+    try:
+        return json.loads(answer.body or b"null"), None
+    except ValueError:
+        return None, f"HTTP {answer.status}"
+
+
+def operator_client(layout: DemoLayout, creds: Secrets) -> Client:
+    """The demo CA, the operator's client certificate (etcd requires one) and the API credentials."""
+    cert, key = layout.client_dir / "node.crt", layout.client_dir / "node.key"
+    return Client(cafile=creds.ca_file, certfile=str(cert) if cert.exists() else None,
+                  keyfile=str(key) if key.exists() else None, username="appliance",
+                  password=creds.restapi_password)
 
 
 def dsn(creds: Secrets, host: str, port: int) -> str:
-    return f"postgresql://postgres:{creds.superuser_password}@{host}:{port}/postgres"
+    """libpq URI over TLS, verifying the node certificate against the demo CA."""
+    return (f"postgresql://postgres:{quote(creds.superuser_password, safe='')}@{host}:{port}/postgres"
+            f"?sslmode=verify-full&sslrootcert={quote(creds.ca_file)}")
 
 
 def _role(patroni: Mapping[str, Any]) -> str | None:
@@ -48,17 +56,17 @@ def _role(patroni: Mapping[str, Any]) -> str | None:
     return "primary" if role == "master" else role
 
 
-def _etcd_state(host: str) -> str:
-    body, error = fetch_json(f"http://{host}:{ETCD_CLIENT_PORT}/health")
+def _etcd_state(host: str, client: Client) -> str:
+    body, error = fetch_json(f"https://{host}:{ETCD_CLIENT_PORT}/health", client)
     if error is not None:
         return "unreachable"
     return "healthy" if isinstance(body, dict) and body.get("health") == "true" else "unhealthy"
 
 
-def _member(layout: DemoLayout, node: str, supervisord: Mapping[str, Any]) -> dict[str, Any]:
+def _member(layout: DemoLayout, node: str, supervisord: Mapping[str, Any], client: Client) -> dict[str, Any]:
     host = layout.host(node)
-    api_url = f"http://{host}:{API_PORT}"
-    patroni, error = fetch_json(f"{api_url}/patroni")
+    api_url = f"https://{host}:{API_PORT}"
+    patroni, error = fetch_json(f"{api_url}/patroni", client)
     ok = isinstance(patroni, dict)
     info: dict[str, Any] = patroni if ok else {}
     return {
@@ -74,7 +82,7 @@ def _member(layout: DemoLayout, node: str, supervisord: Mapping[str, Any]) -> di
         "api_error": error,
         "ports": {"pg": PG_PORT, "api": API_PORT, "etcd_client": ETCD_CLIENT_PORT, "etcd_peer": ETCD_PEER_PORT},
         "data_dir": str(layout.data_dir(node)),
-        "etcd": _etcd_state(host),
+        "etcd": _etcd_state(host, client),
         **supervisord,
     }
 
@@ -109,8 +117,9 @@ def proxy_status(layout: DemoLayout, running: bool) -> dict[str, Any]:
     stats_url = f"http://{layout.proxy_address}:{stats}/"
     routing: dict[str, list[str]] | None = None
     try:
-        with urllib.request.urlopen(stats_url + ";csv", timeout=HTTP_TIMEOUT) as response:
-            routing = routing_from_csv(response.read().decode())
+        answer = request(stats_url + ";csv", timeout=HTTP_TIMEOUT)
+        if answer.status == 200:
+            routing = routing_from_csv(answer.body.decode())
     except OSError:
         pass
     return {
@@ -132,8 +141,9 @@ def cluster_status(
     proxy_running: bool,
 ) -> dict[str, Any]:
     """The ``demo status --json`` document; ``supervisord`` maps node -> {supervisord, fatal}."""
+    client = operator_client(layout, creds)
     with ThreadPoolExecutor(max_workers=len(layout.nodes) + 1) as pool:
-        futures = [pool.submit(_member, layout, n, supervisord.get(n, {})) for n in layout.nodes]
+        futures = [pool.submit(_member, layout, n, supervisord.get(n, {}), client) for n in layout.nodes]
         proxy_future = pool.submit(proxy_status, layout, proxy_running)
         members = [f.result() for f in futures]
         proxy = proxy_future.result()
@@ -145,7 +155,9 @@ def cluster_status(
         "scope": SCOPE,
         "dir": str(layout.dir),
         "members": members,
-        "etcd": [f"http://{h}" for h in layout.etcd_hosts()],
+        "etcd": [f"https://{h}" for h in layout.etcd_hosts()],
+        "ca_file": creds.ca_file,
+        "client_config": str(layout.client_config_path),
         "proxy": proxy,
         "dsn": {
             "primary": dsn(creds, layout.proxy_address, primary_port),

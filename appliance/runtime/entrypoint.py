@@ -22,11 +22,14 @@ import yaml
 from appliance.config.errors import ConfigError
 from appliance.config.layering import build_local, load_local
 from appliance.config.schema import LocalConfig
+from appliance.config.security import security_problems, security_warnings
+from appliance.config.tree import merge
 from appliance.postgres.process import running_postmaster
 from appliance.proxy.haproxy import ProxySettings, render_haproxy_cfg
 from appliance.runtime import container as ct
-from appliance.runtime.etcd import client_urls
-from appliance.runtime.etcd_join import EtcdPlan, Gateway, HttpGateway, JoinRefused, JoinRequest, plan_start
+from appliance.runtime.container_identity import IdentityError, materialise
+from appliance.runtime.etcd import client_urls, own_client_url, peer_url
+from appliance.runtime.etcd_join import EtcdPlan, Gateway, JoinRefused, JoinRequest, gateway_for, plan_start
 from appliance.runtime.initdb_scripts import INITDB_DIR, PENDING_MARKER, RUNNING_MARKER
 from appliance.runtime.node import node_supervisor_spec
 from appliance.runtime.supervisor import LogTarget, Program, render_supervisord_conf
@@ -63,35 +66,59 @@ class Plan:
         return os.path.join(self.config.appliance.run_dir, "supervisord.fatal")
 
 
-def load_settings(env: Mapping[str, str], rendered: str, hostname: str) -> tuple[LocalConfig, ct.Identity, list[str]]:
-    """Render the local YAML (container defaults < image/operator files) and validate it with the
-    env on top, exactly as the programs will. Raises ConfigError / EntrypointError."""
+def _write_rendered(rendered: str, tree: dict[str, object], files: list[str]) -> None:
+    os.makedirs(os.path.dirname(rendered), exist_ok=True)
+    fd = os.open(rendered, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(ct.as_yaml_header(files))
+        yaml.safe_dump(tree, handle, sort_keys=False)
+
+
+def load_settings(env: Mapping[str, str], rendered: str, hostname: str,
+                  owner: tuple[int, int] | None = None) -> tuple[LocalConfig, ct.Identity, list[str]]:
+    """Render the local YAML (container defaults < image/operator files < the secrets, TLS files and
+    passwords of this node) and validate it with the env on top, exactly as the programs will (their
+    env holds no secret). Raises ConfigError / EntrypointError / IdentityError."""
     inputs = ct.input_paths(env, rendered)
-    cfg_env = ct.config_env(env)
-    base_layers = load_local(inputs, cfg_env)
+    full_env = {k: v for k, v in env.items() if k not in ct.NOT_FOR_PROGRAMS}
+    base_layers = load_local(inputs, full_env)
     base = build_local(base_layers)
     explicit = base_layers.data
     aliases = [socket.getfqdn()] + ([base.name] if "name" in explicit else [])
     ident = ct.identity(ct.peers_from(env, base), hostname, aliases)
     input_tree, files = ct.merged_inputs(inputs)
     tree = ct.render_tree(ct.derived_defaults(base, ident, explicit, env), input_tree)
-    os.makedirs(os.path.dirname(rendered), exist_ok=True)
-    fd = os.open(rendered, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(ct.as_yaml_header(files))
-        yaml.safe_dump(tree, handle, sort_keys=False)
-    layers = load_local(rendered, cfg_env)
-    return build_local(layers), ident, list(layers.warnings)
+    _write_rendered(rendered, tree, files)
+    pre = build_local(load_local(rendered, full_env))
+    initialised = ct.pgdata_initialised(pre.postgresql.data_dir)
+    notes: list[str] = []
+    for extra in (ct.secrets_tree(env), ct.database_passwords(pre, env, initialised)):
+        merge(tree, {}, extra, {})
+    _write_rendered(rendered, tree, files)
+    pre = build_local(load_local(rendered, full_env))
+    found = materialise(pre, env, single=ident.single, host=ident.host, run_dir=pre.appliance.run_dir,
+                        state_dir=os.path.dirname(os.path.normpath(pre.postgresql.data_dir)), owner=owner)
+    merge(tree, {}, found.tree, {}, null_deletes=True)
+    notes += found.notes
+    _write_rendered(rendered, tree, files)
+    if owner is not None:
+        os.chown(rendered, *owner)
+    layers = load_local(rendered, ct.config_env(env))
+    config = build_local(layers)
+    problems = security_problems(config, layers.provenance)
+    if problems:
+        raise ConfigError(problems)
+    return config, ident, [*notes, *layers.warnings, *security_warnings(config)]
 
 
 def etcd_plan(config: LocalConfig, initialised: bool, gateway: Gateway, wait: float) -> EtcdPlan | None:
     if not config.etcd.enabled:
         return None
-    own = f"http://{config.etcd.advertise_client}"
+    own = own_client_url(config)
     others = tuple(url for url in client_urls(config) if url != own)
     request = JoinRequest(
         name=config.etcd.name or config.name,
-        peer_url=f"http://{config.etcd.advertise_peer}",
+        peer_url=peer_url(config),
         data_dir=config.etcd.data_dir,
         peer_client_urls=others,
         pgdata_initialised=initialised,
@@ -137,7 +164,8 @@ def write_runtime_files(plan: Plan, python: str) -> None:
     haproxy_cfg = os.path.join(run_dir, "haproxy.cfg")
     if config.haproxy.enabled:
         nodes, resolve = ct.proxy_nodes(config, plan.identity)
-        settings = replace(ProxySettings.from_config(config.haproxy, run_dir), resolve_at_runtime=resolve)
+        ca = config.tls.ca_file if config.restapi.certfile else None
+        settings = replace(ProxySettings.from_config(config.haproxy, run_dir, ca), resolve_at_runtime=resolve)
         Path(haproxy_cfg).write_text(render_haproxy_cfg(nodes, settings))
     spec = node_supervisor_spec(
         config, plan.rendered, log=LogTarget.stdio(), user=None, nodaemon=True, haproxy_cfg=haproxy_cfg,
@@ -161,23 +189,20 @@ def prepare(
     """Everything before the exec: settings, checks, etcd plan, files. Raises EntrypointError,
     ConfigError or JoinRefused with the message for the operator."""
     env = ct.resolve_file_twins(environ)
-    config, ident, notes = load_settings(env, rendered, hostname)
+    config, ident, notes = load_settings(env, rendered, hostname, owner)
     data_dir = config.postgresql.data_dir
     initialised = ct.pgdata_initialised(data_dir)
-    extra = ct.secrets_for_programs(config, env, initialised)
-    if "POSTGRES_PASSWORD" in extra:
+    if config.postgresql.authentication.superuser.password == ct.DEMO_PASSWORD and env.get(ct.DEMO_ENV):
         notes.append("APPLIANCE_DEMO_INSECURE: the superuser password is 'postgres'. Never use this beyond a demo")
     prepare_dirs(config, owner)
     stale = remove_stale_pid_file(data_dir)
     if stale:
         notes.append(stale)
     clean_run_dir(config.appliance.run_dir)
-    if owner is not None:
-        os.chown(rendered, *owner)
-    gateway = gateway or HttpGateway(username=config.etcd3.username, password=config.etcd3.password)
     plan = Plan(config, ident, rendered, os.path.join(config.appliance.run_dir, "supervisord.conf"),
-                ct.program_environment(env, extra, home, USER, rendered), None, initialised, notes)
-    plan.etcd = etcd_plan(config, initialised, gateway, etcd_wait)
+                ct.program_environment(env, home, USER, rendered), None, initialised, notes)
+    join: Gateway = gateway if gateway is not None else gateway_for(config)
+    plan.etcd = etcd_plan(config, initialised, join, etcd_wait)
     write_runtime_files(plan, python)
     return plan
 
@@ -250,7 +275,7 @@ def run(environ: Mapping[str, str]) -> int:
     except ConfigError as exc:
         say(f"configuration error: {exc}")
         return EXIT_CONFIG
-    except (ct.EntrypointError, JoinRefused) as exc:
+    except (ct.EntrypointError, JoinRefused, IdentityError) as exc:
         say(str(exc))
         return EXIT_REFUSED
     for note in plan.notes:

@@ -32,11 +32,44 @@ def member_name(config: LocalConfig) -> str:
     return config.etcd.name or config.name
 
 
+@dataclass(frozen=True)
+class MemberTls:
+    """The embedded member's TLS files: one node certificate for its client and peer ports."""
+
+    cert: str
+    key: str
+    ca: str
+
+
+def member_tls(config: LocalConfig) -> MemberTls | None:
+    """TLS for the embedded member unless security.etcd_tls is off (then plain http, on purpose)."""
+    tls = config.tls
+    if not config.security.etcd_tls or not (tls.cert_file and tls.key_file and tls.ca_file):
+        return None
+    return MemberTls(tls.cert_file, tls.key_file, tls.ca_file)
+
+
+def scheme(config: LocalConfig) -> str:
+    return "https" if member_tls(config) is not None else "http"
+
+
+def peer_url(config: LocalConfig) -> str:
+    return _url(config.etcd.advertise_peer, scheme(config))
+
+
 def initial_cluster(config: LocalConfig) -> str:
     """``name=peer_url,...``; an empty setting means a cluster of just this member."""
     if config.etcd.initial_cluster:
         return config.etcd.initial_cluster
-    return f"{member_name(config)}={_url(config.etcd.advertise_peer)}"
+    return f"{member_name(config)}={peer_url(config)}"
+
+
+def _check_schemes(members: str, wanted: str) -> None:
+    for entry in members.split(","):
+        url = entry.split("=", 1)[-1]
+        if "://" in url and not url.startswith(f"{wanted}://"):
+            raise ValueError(f"etcd.initial_cluster entry {entry!r} is not {wanted}:// although the member runs "
+                             f"{'with' if wanted == 'https' else 'without'} TLS: write every peer URL as {wanted}://")
 
 
 def _check_member_listed(name: str, cluster: str, peer_url: str) -> None:
@@ -68,23 +101,36 @@ def etcd_command(
     """
     etcd = config.etcd
     name = member_name(config)
-    peer_url = _url(etcd.advertise_peer)
+    tls = member_tls(config)
+    proto = scheme(config)
+    own_peer = peer_url(config)
     members = cluster if cluster is not None else initial_cluster(config)
-    _check_member_listed(name, members, peer_url)
+    _check_schemes(members, proto)
+    _check_member_listed(name, members, own_peer)
     flags = {
         "--name": name,
         "--data-dir": etcd.data_dir,
-        "--listen-client-urls": _url(etcd.listen_client),
-        "--advertise-client-urls": _url(etcd.advertise_client),
-        "--listen-peer-urls": _url(etcd.listen_peer),
-        "--initial-advertise-peer-urls": peer_url,
+        "--listen-client-urls": _url(etcd.listen_client, proto),
+        "--advertise-client-urls": _url(etcd.advertise_client, proto),
+        "--listen-peer-urls": _url(etcd.listen_peer, proto),
+        "--initial-advertise-peer-urls": own_peer,
         "--initial-cluster": members,
         "--initial-cluster-token": etcd.initial_cluster_token,
         "--initial-cluster-state": state,
         "--heartbeat-interval": str(etcd.heartbeat_interval_ms),
         "--election-timeout": str(etcd.election_timeout_ms),
     }
-    argv = [etcd_bin or shutil.which("etcd") or DEFAULT_ETCD_BIN, *chain.from_iterable(flags.items())]
+    if tls is not None:
+        # One CA for both ports; a client or peer without a certificate it signed is refused.
+        flags.update({
+            "--cert-file": tls.cert, "--key-file": tls.key, "--trusted-ca-file": tls.ca,
+            "--client-cert-auth": "true",
+            "--peer-cert-file": tls.cert, "--peer-key-file": tls.key, "--peer-trusted-ca-file": tls.ca,
+            "--peer-client-cert-auth": "true",
+        })
+    # Boolean flags take their value only in the --flag=value form.
+    argv = [etcd_bin or shutil.which("etcd") or DEFAULT_ETCD_BIN,
+            *chain.from_iterable((f"{k}={v}",) if v == "true" else (k, v) for k, v in flags.items())]
     env = {
         # Without compaction the keyspace history grows until "mvcc: database space exceeded".
         "ETCD_AUTO_COMPACTION_RETENTION": "1",
@@ -99,3 +145,7 @@ def etcd_command(
 def client_urls(config: LocalConfig) -> list[str]:
     """Every member's client URL, as the manager and etcdctl see them."""
     return [_url(host, config.etcd3.protocol) for host in config.etcd3.hosts]
+
+
+def own_client_url(config: LocalConfig) -> str:
+    return _url(config.etcd.advertise_client, scheme(config))

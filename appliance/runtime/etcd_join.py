@@ -19,6 +19,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+from appliance.config.schema import LocalConfig
+from appliance.net.http import Client
 from appliance.runtime.etcd import ClusterState
 
 
@@ -71,12 +73,15 @@ class Gateway(Protocol):
 
 
 class HttpGateway:
-    """etcd's gRPC-JSON gateway over plain HTTP, with optional user/password auth."""
+    """etcd's gRPC-JSON gateway (HTTPS with a client certificate, or plain HTTP), with user/password
+    auth: member changes need the root user once etcd auth is on."""
 
-    def __init__(self, timeout: float = 3.0, username: str | None = None, password: str | None = None) -> None:
+    def __init__(self, timeout: float = 3.0, username: str | None = None, password: str | None = None,
+                 client: Client | None = None) -> None:
         self.timeout = timeout
         self.username = username
         self.password = password
+        self.client = client
 
     def _post(self, url: str, path: str, body: dict[str, Any], token: str | None = None) -> dict[str, Any]:
         request = urllib.request.Request(
@@ -84,8 +89,9 @@ class HttpGateway:
         )
         if token:
             request.add_header("Authorization", token)
+        context = (self.client or Client()).context() if url.startswith("https://") else None
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=context) as response:
                 doc = json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:300]
@@ -99,8 +105,12 @@ class HttpGateway:
     def _call(self, url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         token = None
         if self.username:
-            auth = self._post(url, "/v3/auth/authenticate", {"name": self.username, "password": self.password or ""})
-            token = str(auth.get("token", ""))
+            try:
+                login = {"name": self.username, "password": self.password or ""}
+                token = str(self._post(url, "/v3/auth/authenticate", login).get("token", ""))
+            except GatewayError as exc:
+                if "authentication is not enabled" not in str(exc):
+                    raise
         return self._post(url, path, body, token)
 
     def member_list(self, url: str) -> list[EtcdMember]:
@@ -115,6 +125,15 @@ class HttpGateway:
     def member_add(self, url: str, peer_urls: Sequence[str]) -> list[EtcdMember]:
         doc = self._call(url, "/v3/cluster/member/add", {"peerURLs": list(peer_urls)})
         return [EtcdMember.from_json(m) for m in doc.get("members", [])]
+
+
+def gateway_for(config: LocalConfig) -> HttpGateway:
+    """The entrypoint's gateway to the other members: TLS with this node's certificate, as root."""
+    tls = config.tls
+    client = Client(cafile=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
+    if config.etcd.root_password:
+        return HttpGateway(username="root", password=config.etcd.root_password, client=client)
+    return HttpGateway(username=config.etcd3.username, password=config.etcd3.password, client=client)
 
 
 @dataclass(frozen=True)

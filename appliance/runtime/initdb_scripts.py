@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import lzma
 import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from appliance.net.http import Client, client_for, request
 
 INITDB_DIR = "/docker-entrypoint-initdb.d"
 PENDING_MARKER = "initdb-scripts.pending"
@@ -67,16 +66,10 @@ def wait_for_verdict(fetch: Fetch, timeout: float, clock: Callable[[], float] = 
         sleep(1.0)
 
 
-def api_fetcher(url: str) -> Fetch:
+def api_fetcher(url: str, client: Client | None = None) -> Fetch:
     def fetch() -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(url, timeout=3) as response:
-                doc = json.loads(response.read())
-        except urllib.error.HTTPError as exc:  # 503 still carries the document
-            try:
-                doc = json.loads(exc.read())
-            except ValueError:
-                return None
+            doc = request(url, client, timeout=3, authenticate=False).json()  # a 503 still carries it
         except (OSError, ValueError):
             return None
         return doc if isinstance(doc, dict) else None
@@ -164,13 +157,13 @@ def run_all(target: PsqlTarget, directory: Path, dbname: str) -> int:
     return 0
 
 
-def _api_base(listen: str) -> str:
+def _api_base(listen: str, https: bool = False) -> str:
     host, _, port = listen.rpartition(":")
     host = "127.0.0.1" if host in ("", "0.0.0.0", "*", "::", "[::]") else host.strip("[]")
-    return f"http://{host}:{port}"
+    return f"{'https' if https else 'http'}://{host}:{port}"
 
 
-def _target(config_path: str | None) -> tuple[PsqlTarget, str, str, int]:
+def _target(config_path: str | None) -> tuple[PsqlTarget, str, str, int, Client]:
     """psql as the superuser over the local socket, the database, the REST API, the member count."""
     from appliance.config.schema import split_listen
     from appliance.manager.settings import load_node_config
@@ -179,7 +172,9 @@ def _target(config_path: str | None) -> tuple[PsqlTarget, str, str, int]:
     pg = local.postgresql
     su = pg.authentication.superuser
     dbname = os.environ.get("POSTGRES_DB") or su.username
-    env = dict(os.environ)
+    # The scripts get the docker-library variables (POSTGRES_PASSWORD for the .sh ones that use it),
+    # psql needs no password: the local socket is trusted.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update({
         "PGHOST": os.path.join(local.appliance.run_dir, "pgsocket"),
         "PGPORT": str(split_listen(pg.listen)[1]),
@@ -189,10 +184,11 @@ def _target(config_path: str | None) -> tuple[PsqlTarget, str, str, int]:
         "POSTGRES_DB": dbname,
     })
     if su.password:
-        env["PGPASSWORD"] = su.password
-    api = _api_base(local.restapi.listen)
-    ready = partial(_is_bootstrap_primary, api_fetcher(f"{api}/patroni"))
-    return PsqlTarget(os.path.join(pg.bin_dir, "psql"), env, ready), dbname, api, 1 + len(local.appliance.peers)
+        env["POSTGRES_PASSWORD"] = su.password
+    api = _api_base(local.restapi.listen, bool(local.restapi.certfile))
+    ready = partial(_is_bootstrap_primary, api_fetcher(f"{api}/patroni", client_for(local)))
+    return (PsqlTarget(os.path.join(pg.bin_dir, "psql"), env, ready), dbname, api, 1 + len(local.appliance.peers),
+            client_for(local))
 
 
 def _is_bootstrap_primary(fetch: Fetch) -> bool:
@@ -236,9 +232,9 @@ def run_once(args: argparse.Namespace) -> int:
     pending = Path(args.pending)
     if not pending.exists():
         return 0
-    target, dbname, api, members = _target(args.config)
+    target, dbname, api, members, client = _target(args.config)
     say(f"waiting for this node to bootstrap the cluster or to join it ({api}/patroni)")
-    verdict = wait_for_verdict(api_fetcher(f"{api}/patroni"), args.timeout)
+    verdict = wait_for_verdict(api_fetcher(f"{api}/patroni", client), args.timeout)
     if verdict != "bootstrap":
         pending.unlink(missing_ok=True)
         say("this node did not bootstrap the cluster: nothing to run" if verdict else
@@ -250,7 +246,7 @@ def run_once(args: argparse.Namespace) -> int:
     try:
         if members > 1:
             say(f"this node bootstrapped the cluster: waiting for the {members - 1} replicas to stream first")
-            if not wait_settled(api_fetcher(f"{api}/cluster"), members, SETTLE_TIMEOUT):
+            if not wait_settled(api_fetcher(f"{api}/cluster", client), members, SETTLE_TIMEOUT):
                 say(f"the replicas are not all streaming after {SETTLE_TIMEOUT:.0f} s: running the scripts anyway")
         return run_all(target, Path(args.dir), dbname)
     except OSError as exc:

@@ -23,6 +23,8 @@ from appliance.runtime.supervisor import (
 )
 
 ALL_PROGRAMS: tuple[str, ...] = ("etcd", "manager", "haproxy", "api")
+# One-shot helper beside the embedded etcd member: turns etcd auth on (runtime/etcd_auth.py).
+ETCD_AUTH = "etcd_auth"
 # A Python program needs about a second just to import; a crash at start-up must count as a failed
 # start (BACKOFF, then FATAL), not as a run, or supervisord would hide a crash loop forever.
 PYTHON_STARTSECS = 5
@@ -38,6 +40,10 @@ def load_local_config(path: str | Path) -> LocalConfig:
         return LocalConfig.model_validate(raw)
     except ValidationError as exc:
         raise ValueError(f"invalid node config {path}: {exc}") from exc
+
+
+def wants_etcd_auth(config: LocalConfig) -> bool:
+    return config.etcd.enabled and config.security.etcd_auth and bool(config.etcd.root_password)
 
 
 def default_programs(config: LocalConfig) -> tuple[str, ...]:
@@ -86,6 +92,9 @@ def _program(
     if name == "haproxy":
         cfg = haproxy_cfg or os.path.join(config.appliance.run_dir, "haproxy.cfg")
         return Program("haproxy", haproxy_command(cfg), PRIORITIES["haproxy"], startsecs=2, stopwaitsecs=10)
+    if name == ETCD_AUTH:
+        command = [python, "-m", "appliance.runtime.etcd_auth", "--config", config_path]
+        return Program(ETCD_AUTH, command, PRIORITIES["etcd"] + 1, autorestart=False, startsecs=0, startretries=0)
     raise ValueError(f"unknown program {name!r}: choose among {', '.join(ALL_PROGRAMS)}")
 
 
@@ -104,6 +113,8 @@ def node_programs(
     ``etcd_state``/``etcd_cluster``: how a member with an empty data dir starts (see etcd_command).
     """
     names = default_programs(config) if programs is None else tuple(programs)
+    if "etcd" in names and wants_etcd_auth(config):
+        names = (*names, ETCD_AUTH)
     path = str(Path(config_path).resolve())
     return [_program(name, config, path, python, etcd_state, haproxy_cfg or "", etcd_cluster) for name in names]
 

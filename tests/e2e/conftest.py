@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from appliance.tls import identity
 from tests.e2e.dockerenv import NODES, REPO, Project, docker_available, run, wait_for
 
 IMAGE = os.environ.get("PGAPPLIANCE_E2E_IMAGE", "pgappliance:e2e")
@@ -98,11 +99,10 @@ def image() -> str:
 def _workdir(password: str) -> Path:
     workdir = Path(tempfile.mkdtemp(prefix="pgappliance-e2e-", dir="/var/tmp"))
     os.chmod(workdir, 0o755)
-    (workdir / "secrets").mkdir(mode=0o700)
-    for name, value in (("postgres_password", password), ("replication_password", secrets.token_urlsafe(16))):
-        path = workdir / "secrets" / name
-        path.write_text(value + "\n")
-        path.chmod(0o600)  # readable by root only: the entrypoint reads *_FILE before dropping privileges
+    # What scripts/up generates: the CA and every password, readable by root only (the entrypoint reads
+    # them before it drops privileges); the superuser password is the test's own.
+    identity.init_secrets(workdir / "secrets", scope="e2e")
+    (workdir / "secrets" / "postgres_password").write_text(password + "\n")
     initdb = workdir / "initdb.d"
     initdb.mkdir()
     (initdb / "10-schema.sql").write_text(INIT_SQL)

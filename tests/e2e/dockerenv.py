@@ -13,14 +13,13 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
 
+from appliance.net.http import Client, request
 from appliance.runtime.cluster_health import fetch_stats, problems
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,6 +85,23 @@ class Project:
                     **{f"PGAPPLIANCE_PORT_{k}": str(v) for k, v in self.ports.items()}}
 
     @property
+    def secrets(self) -> Path:
+        return self.workdir / "secrets"
+
+    def secret(self, name: str) -> str:
+        return (self.secrets / name).read_text().strip()
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.secrets / "ca.crt")
+
+    def client(self, authenticate: bool = True) -> Client:
+        """Trusts the cluster CA; the operator's REST API credentials unless ``authenticate`` is off."""
+        if not authenticate:
+            return Client(cafile=self.ca_file)
+        return Client(cafile=self.ca_file, username="appliance", password=self.secret("restapi_password"))
+
+    @property
     def network(self) -> str:
         return f"{self.name}_default"
 
@@ -136,13 +152,7 @@ class Project:
         if ip is None:
             return None
         try:
-            with urllib.request.urlopen(f"http://{ip}:8008{path}", timeout=timeout) as response:
-                doc = json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            try:
-                doc = json.loads(exc.read())
-            except ValueError:
-                return None
+            doc = request(f"https://{ip}:8008{path}", self.client(), timeout=timeout).json()
         except (OSError, ValueError):
             return None
         return doc if isinstance(doc, dict) else None
@@ -200,7 +210,8 @@ class Project:
         if ip is None:
             raise psycopg.OperationalError(f"{node} has no address on {self.network}")
         return psycopg.connect(host=ip, port=port, user="postgres", password=self.password,
-                               dbname=dbname or self.dbname, connect_timeout=timeout, autocommit=True)
+                               dbname=dbname or self.dbname, connect_timeout=timeout, autocommit=True,
+                               sslmode="verify-full", sslrootcert=self.ca_file)
 
     def query(self, node: str, sql: str, port: int = 5000, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.connect(node, port) as conn:

@@ -205,7 +205,10 @@ def test_docker_pause_of_the_primary_longer_than_ttl(project: Project, ledger: L
 
 
 def etcd_members(project: Project, node: str) -> dict[str, str]:
-    out = project.docker("exec", project.cid(node), "etcdctl", "--endpoints", "http://127.0.0.1:2379",
+    tls = "/run/pgappliance/tls"
+    out = project.docker("exec", "-e", f"ETCDCTL_USER=root:{project.secret('etcd_root_password')}",
+                         project.cid(node), "etcdctl", "--endpoints", "https://127.0.0.1:2379",
+                         "--cacert", f"{tls}/ca.crt", "--cert", f"{tls}/node.crt", "--key", f"{tls}/node.key",
                          "member", "list", "-w", "json")
     return {m.get("name", ""): format(m["ID"], "x") for m in json.loads(out.stdout)["members"]}
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -42,11 +44,14 @@ def test_docker_run_without_peers_is_a_one_node_cluster(image: str, container: s
     wait_for("the single container to be healthy", healthy, 180, 1.0)
     record("single_container_run_to_healthy_seconds", round(time.monotonic() - start, 1))
     ip = run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container]).stdout
+    # With no CA given, the lone node made its own: clients verify the node against it, by address.
+    ca = Path(tempfile.mkdtemp(dir="/var/tmp")) / "ca.crt"
+    ca.write_text(run(["docker", "exec", container, "cat", "/run/pgappliance/tls/ca.crt"]).stdout)
     for port in (5432, 5000):
         def primary(port: int = port) -> bool:
             try:
                 with psycopg.connect(host=ip.strip(), port=port, user="postgres", password="solo-pw", dbname="solo",
-                                     connect_timeout=3) as conn:
+                                     connect_timeout=3, sslmode="verify-full", sslrootcert=str(ca)) as conn:
                     return conn.execute("SELECT NOT pg_is_in_recovery()").fetchone() == (True,)
             except psycopg.OperationalError:
                 return False

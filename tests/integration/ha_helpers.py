@@ -45,11 +45,8 @@ def wait_until(what: str, fn: Callable[[], T | None], timeout: float, interval: 
 
 
 def observer(cluster: DemoCluster) -> EtcdDCS:
-    """A DCS client that only reads (no lease, no member key)."""
-    status = cluster.status()
-    hosts = [e.removeprefix("http://") for e in status["etcd"]]
-    return EtcdDCS(hosts=hosts, scope=status["scope"], namespace="/service/", name="test-observer", ttl=5,
-                   retry_timeout=3)
+    """A DCS client that only reads (no lease, no member key), as the demo's operator (TLS, auth)."""
+    return cluster.etcd("test-observer")
 
 
 def read_view(cluster: DemoCluster) -> ClusterView:
@@ -131,13 +128,10 @@ class Ledger:
 
 
 def api_get(cluster: DemoCluster, node: str, path: str) -> Any:
-    import json
-    import urllib.request
+    """GET a node's REST API over HTTPS (the demo CA verifies its certificate)."""
+    from appliance.net.http import request
 
-    member = next(m for m in cluster.status()["members"] if m["name"] == node)
-    base = member["api_url"].removesuffix("/patroni")
-    with urllib.request.urlopen(base + path, timeout=3) as resp:
-        return json.loads(resp.read().decode())
+    return request(f"https://{cluster.layout.host(node)}:8008{path}", cluster.api_client(), timeout=3).json()
 
 
 def published_lease_expiry(cluster: DemoCluster, node: str) -> float:

@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
+from appliance.net.http import request
 from appliance.runtime.demo import DemoCluster
+from appliance.tls import identity
 from tests.integration.ha_helpers import api_get, healthy, read_view, sql, wait_until
 from tests.support.cluster import demo_cluster, free_port
 
@@ -51,9 +53,11 @@ def call(url: str, method: str = "GET", body: Any = None, timeout: float = 60,
 
 
 def api(cluster: DemoCluster, node: str, method: str, path: str, body: Any = None,
-        timeout: float = 60) -> tuple[int, str]:
-    base = f"http://{cluster.layout.host(node)}:8008"
-    return call(base + path, method, body, timeout)
+        timeout: float = 60, auth: bool = True) -> tuple[int, str]:
+    """A request to a node's REST API over HTTPS as the demo's operator (``auth=False``: anonymous)."""
+    answer = request(f"https://{cluster.layout.host(node)}:8008{path}", cluster.api_client(), method=method,
+                     body=body, timeout=timeout, authenticate=auth)
+    return answer.status, answer.body.decode()
 
 
 def patroni(cluster: DemoCluster, node: str) -> dict[str, Any]:
@@ -228,24 +232,26 @@ def test_no_failover_while_paused(cluster: DemoCluster) -> None:
     settled(cluster)
 
 
-# --- HTTPS and Basic auth through gunicorn ---------------------------------------------------------------------
+# --- HTTPS and Basic auth of a lone API process -------------------------------------------------------------
 
 @pytest.fixture
 def tls_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """`appliance api` alone (no manager, no etcd) over HTTPS with Basic auth and an allowlist."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
+    """`appliance api` alone (no manager, no etcd) over HTTPS with Basic auth and an allowlist; etcd and
+    PostgreSQL TLS are turned off on purpose (nothing of them runs here)."""
+    identity.init_secrets(tmp_path / "secrets")
+    tls, _ = identity.issue_node(str(tmp_path / "secrets" / "ca.crt"), str(tmp_path / "secrets" / "ca.key"),
+                                 tmp_path / "tls", dns_names=["localhost"], ip_addresses=["127.0.0.1"])
     port = free_port()
     config = {
         "name": "tls1", "scope": "tls",
         "restapi": {"listen": f"127.0.0.1:{port}", "connect_address": f"127.0.0.1:{port}",
-                    "certfile": str(cert), "keyfile": str(key), "allowlist": ["127.0.0.0/8"],
+                    "certfile": tls.cert_file, "keyfile": tls.key_file, "allowlist": ["127.0.0.0/8"],
                     "authentication": {"username": "admin", "password": "s3cret"}},
         "etcd3": {"hosts": [f"127.0.0.1:{free_port()}"]},
+        "security": {"etcd_tls": False, "etcd_auth": False, "postgresql_tls": False},
         "appliance": {"run_dir": str(tmp_path / "run")},
     }
+    cert = Path(tls.ca_file)
     path = tmp_path / "node.yml"
     path.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}

@@ -70,13 +70,24 @@ def test_list_pretty_and_topology_and_dsn(cluster: DemoCluster) -> None:
     assert ok(ctl(cluster, "dsn")).strip() == f"host={cluster.layout.host(primary)} port=5432"
 
 
-def test_from_outside_with_dcs_and_scope_or_url(cluster: DemoCluster) -> None:
-    hosts = ",".join(cluster.layout.etcd_hosts())
-    items = json.loads(ok(run("list", "--dcs", hosts, "--scope", "demo", "-f", "json")))
+def test_from_outside_with_a_client_config_or_url(cluster: DemoCluster) -> None:
+    client = str(cluster.client_config)
+    items = json.loads(ok(run("list", "--config", client, "-f", "json")))
     assert len(items) == 3
-    assert len(json.loads(ok(run("list", "demo", "--dcs", hosts, "-f", "json")))) == 3
-    url = f"http://{cluster.layout.host('node3')}:8008"
-    assert len(json.loads(ok(run("list", "--url", url, "-f", "json")))) == 3
+    assert len(json.loads(ok(run("list", "demo", "--config", client, "-f", "json")))) == 3
+    url = f"https://{cluster.layout.host('node3')}:8008"
+    ca = cluster.secrets.ca_file
+    assert len(json.loads(ok(run("list", "--url", url, "--cacert", ca, "-f", "json")))) == 3
+    # Without the CA the node's certificate cannot be verified: refused, not silently trusted.
+    refused = run("list", "--url", url, "-f", "json")
+    assert refused.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in refused.stderr
+
+
+def test_etcd_without_a_client_certificate_is_refused_clearly(cluster: DemoCluster) -> None:
+    hosts = ",".join(cluster.layout.etcd_hosts())
+    result = run("list", "--dcs", hosts, "--scope", "demo", timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "etcd unreachable" in result.stderr and "TLS" in result.stderr
 
 
 def test_show_config_and_provenance(cluster: DemoCluster) -> None:
@@ -156,8 +167,8 @@ def test_unreachable_dcs_is_a_clear_one_line_error() -> None:
 
 
 def test_unknown_cluster_and_unreachable_api_are_clear(cluster: DemoCluster) -> None:
-    hosts = ",".join(cluster.layout.etcd_hosts())
-    result = run("list", "--dcs", hosts, "--scope", "nosuch")
-    assert result.returncode == 1 and "no such cluster: nothing under /service/nosuch/" in result.stderr
+    result = run("list", "--config", str(cluster.client_config), "--scope", "nosuch")
+    # The operator's etcd user is limited to the demo's keys: another cluster is not even readable.
+    assert result.returncode == 1 and "etcd denied access to cluster 'nosuch'" in result.stderr
     dead = run("list", "--url", f"http://127.0.0.1:{free_port()}")
     assert dead.returncode == 1 and "cannot reach the REST API at http://127.0.0.1:" in dead.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import signal
 import socket
@@ -31,10 +32,18 @@ pytestmark = [
 etcd_demo = demo_cluster_fixture(programs=("etcd",), scope="module", timeout=90)
 
 
-def _etcdctl(cluster: DemoCluster, *args: str, hosts: list[str] | None = None) -> subprocess.CompletedProcess[str]:
-    endpoints = ",".join(hosts or [f"{cluster.layout.host(n)}:2379" for n in cluster.nodes])
-    command = ["etcdctl", f"--endpoints={endpoints}", "--command-timeout=3s", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+def _etcdctl(cluster: DemoCluster, *args: str, hosts: list[str] | None = None,
+             user: str | None = "root") -> subprocess.CompletedProcess[str]:
+    """etcdctl over TLS with the operator's client certificate, as etcd's root user by default."""
+    endpoints = ",".join(f"https://{h}" for h in (hosts or [f"{cluster.layout.host(n)}:2379" for n in cluster.nodes]))
+    client = cluster.layout.client_dir
+    command = ["etcdctl", f"--endpoints={endpoints}", "--command-timeout=3s", f"--cacert={cluster.secrets.ca_file}",
+               f"--cert={client / 'node.crt'}", f"--key={client / 'node.key'}", *args]
+    env = dict(os.environ)
+    if user is not None:  # in the environment, not in argv (ps)
+        password = cluster.secrets.etcd_root_password if user == "root" else cluster.secrets.etcd_password
+        env["ETCDCTL_USER"] = f"{user}:{password}"
+    return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False, env=env)
 
 
 def _program_pid(cluster: DemoCluster, node: str, program: str) -> int | None:
@@ -56,15 +65,50 @@ def test_three_member_etcd_cluster_forms(etcd_demo: DemoCluster) -> None:
     assert sorted(line.split(", ")[2] for line in members.stdout.splitlines()) == ["node1", "node2", "node3"]
     status = etcd_demo.status()
     assert [m["etcd"] for m in status["members"]] == ["healthy"] * 3
-    assert status["etcd"] == [f"http://{etcd_demo.layout.host(n)}:2379" for n in etcd_demo.nodes]
+    assert status["etcd"] == [f"https://{etcd_demo.layout.host(n)}:2379" for n in etcd_demo.nodes]
+
+
+def _auth_is_on(cluster: DemoCluster) -> bool:
+    """etcdctl 3.4 has no `auth status`: with auth on, a request without credentials is denied."""
+    return "permission denied" in _etcdctl(cluster, "get", "/service/demo/leader", user=None).stderr
+
+
+def test_etcd_refuses_clients_without_a_certificate_or_credentials(etcd_demo: DemoCluster) -> None:
+    """The attacks of the issue: anyone who reached 2379 could put the leader key (no TLS, no users)."""
+    deadline = time.monotonic() + 60
+    while not _auth_is_on(etcd_demo):  # the etcd_auth one-shot turns it on once the members have quorum
+        assert time.monotonic() < deadline, "etcd auth is still off"
+        time.sleep(0.5)
+    leader_key = "/service/demo/leader"
+    endpoint = f"https://{etcd_demo.layout.host('node1')}:2379"
+    anonymous = subprocess.run(["etcdctl", f"--endpoints={endpoint}", "--command-timeout=3s",
+                                "--insecure-transport=false", "--insecure-skip-tls-verify", "put", leader_key, "evil"],
+                               capture_output=True, text=True, timeout=30, check=False)
+    assert anonymous.returncode != 0  # no client certificate: the TLS handshake fails
+    plaintext = subprocess.run(["etcdctl", f"--endpoints=http://{etcd_demo.layout.host('node1')}:2379",
+                                "--command-timeout=3s", "put", leader_key, "evil"], capture_output=True, text=True,
+                               timeout=30, check=False)
+    assert plaintext.returncode != 0
+    no_credentials = _etcdctl(etcd_demo, "put", leader_key, "evil", user=None)
+    assert no_credentials.returncode != 0 and "permission denied" in no_credentials.stderr
+    wrong = subprocess.run(["etcdctl", f"--endpoints={endpoint}", "--command-timeout=3s",
+                            f"--cacert={etcd_demo.secrets.ca_file}", "--user=appliance:wrong", "put", "x", "y"],
+                           capture_output=True, text=True, timeout=30, check=False)
+    assert wrong.returncode != 0
+    # The appliance user may use its cluster's prefix, and nothing else.
+    assert _etcdctl(etcd_demo, "put", "/service/demo/probe", "ok", user="appliance").returncode == 0
+    outside = _etcdctl(etcd_demo, "put", "/service/other/leader", "evil", user="appliance")
+    assert outside.returncode != 0 and "permission denied" in outside.stderr
+    assert _etcdctl(etcd_demo, "get", leader_key, "--print-value-only").stdout.strip() != "evil"
+    _etcdctl(etcd_demo, "del", "/service/demo/probe")
 
 
 def test_programs_run_as_postgres_and_only_the_selected_ones(etcd_demo: DemoCluster) -> None:
     for node in etcd_demo.nodes:
         supervisord = etcd_demo.supervisord_pid(node)
         assert supervisord is not None
-        names = sorted(Path(procs.cmdline(p)[0]).name for p in procs.descendants(supervisord))
-        assert names == ["etcd", "python"]  # etcd and the FATAL listener
+        names = {Path(procs.cmdline(p)[0]).name for p in procs.descendants(supervisord)}
+        assert names == {"etcd", "python"}  # etcd, the FATAL listener (and the etcd_auth one-shot)
         if subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() == "0":
             owner = Path(f"/proc/{supervisord}").stat().st_uid
             assert owner == int(subprocess.run(["id", "-u", "postgres"], capture_output=True, text=True).stdout)

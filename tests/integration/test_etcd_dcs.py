@@ -345,3 +345,62 @@ def test_password_auth(tmp_path: Path, scope: str) -> None:
         finally:
             for dcs in (a, b, anonymous, wrong):
                 dcs.close()
+
+
+def test_tls_client_certificates_and_the_auth_bootstrap(tmp_path: Path, scope: str) -> None:
+    """etcd with client-cert-auth: our client with the CA's certificate works; one without a
+    certificate, with another CA's or through plain HTTP does not. Then etcd_auth turns auth on
+    (as the appliance does) while a manager is connected: it logs in and carries on, and the
+    appliance user is limited to its prefix."""
+    from appliance.config.schema import LocalConfig
+    from appliance.dcs.etcd_transport import EtcdTls, EtcdTransport
+    from appliance.runtime.etcd_auth import ROOT, AuthPlan, ensure_auth
+    from appliance.tls import identity
+
+    with EtcdCluster(1, tmp_path / "etcd", tls=True) as etcd:
+        hosts, good = etcd.endpoints, etcd.client_tls()
+        assert good is not None
+        manager = EtcdDCS(hosts, scope, "service", "a", 5, 2.0, username="appliance", password="pw", tls=good)
+        identity.init_ca(tmp_path / "foreign")
+        stranger, _ = identity.issue_node(str(tmp_path / "foreign" / "ca.crt"), str(tmp_path / "foreign" / "ca.key"),
+                                          tmp_path / "stranger", dns_names=["localhost"], ip_addresses=[])
+        refused = [
+            EtcdDCS(hosts, scope, "service", "n", 5, 1.0, tls=EtcdTls(ca=good.ca)),  # no client certificate
+            EtcdDCS(hosts, scope, "service", "f", 5, 1.0,  # a certificate from another CA
+                    tls=EtcdTls.from_files(good_ca_path(etcd), stranger.cert_file, stranger.key_file)),
+            EtcdDCS(hosts, scope, "service", "p", 5, 1.0),  # plaintext to the TLS port
+        ]
+        try:
+            manager.keepalive()
+            assert manager.acquire_leader()
+            for client in refused:
+                with pytest.raises(DCSError):
+                    client.read()
+            local = LocalConfig.model_validate({"scope": scope, "namespace": "service",
+                                                "etcd3": {"username": "appliance", "password": "pw"},
+                                                "etcd": {"root_password": "r00t"}})
+            root = EtcdTransport(hosts, 3.0, username=ROOT, password="r00t", tls=good)
+            try:
+                ensure_auth(root, AuthPlan.from_config(local))
+                ensure_auth(root, AuthPlan.from_config(local))  # idempotent: a second node does the same
+            finally:
+                root.close()
+            manager.keepalive()  # auth came on under it: it logs in and keeps its lease and key
+            assert manager.read().leader_name == "a"
+            tokenless = EtcdDCS(hosts, scope, "service", "t", 5, 1.0, tls=good)  # certificate, no credentials
+            with pytest.raises(DCSError):
+                tokenless.read()
+            tokenless.close()
+            outside = EtcdDCS(hosts, f"{scope}-other", "service", "o", 5, 1.0, username="appliance", password="pw",
+                              tls=good)
+            with pytest.raises(DCSError, match="permission denied"):
+                outside.read()
+            outside.close()
+        finally:
+            for client in (manager, *refused):
+                client.close()
+
+
+def good_ca_path(etcd: EtcdCluster) -> str:
+    assert etcd.tls is not None
+    return etcd.tls.ca_file

@@ -61,9 +61,15 @@ def cluster(patronictl: str) -> Iterator[DemoCluster]:
 
 @pytest.fixture(scope="module")
 def ctl_config(cluster: DemoCluster, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Patroni's own keys for a secure cluster: etcd3 over TLS with a client certificate and the
+    appliance user, ctl.cacert for the REST API's certificates, restapi.authentication for changes."""
+    client = yaml.safe_load(cluster.client_config.read_text())
+    etcd3 = dict(client["etcd3"], hosts=",".join(cluster.layout.etcd_hosts()))
+    doc = {"scope": "demo", "namespace": "/service/", "etcd3": etcd3, "ctl": client["ctl"],
+           "restapi": client["restapi"]}
     path = tmp_path_factory.mktemp("patronictl") / "patronictl.yml"
-    doc = {"scope": "demo", "namespace": "/service/", "etcd3": {"hosts": ",".join(cluster.layout.etcd_hosts())}}
     path.write_text(yaml.safe_dump(doc))
+    path.chmod(0o600)
     return str(path)
 
 

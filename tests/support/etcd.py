@@ -17,6 +17,10 @@ from typing import IO
 import grpc
 from pyetcd import etcdrpc
 
+from appliance.dcs.etcd_transport import EtcdTls
+from appliance.tls import identity
+from appliance.tls.identity import NodeTls
+
 ETCD_BIN = os.environ.get("ETCD_BIN", "/usr/bin/etcd")
 
 
@@ -33,10 +37,16 @@ class EtcdCluster:
     pause(i)/resume(i) freeze and thaw it (SIGSTOP/SIGCONT); close() cleans up everything.
     """
 
-    def __init__(self, n: int = 3, base_dir: str | Path = ".", start_timeout: float = 30.0) -> None:
+    def __init__(self, n: int = 3, base_dir: str | Path = ".", start_timeout: float = 30.0, tls: bool = False) -> None:
         self.n = n
         self.base_dir = Path(base_dir)
         self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.tls: NodeTls | None = None
+        if tls:  # one CA, one certificate for every member (SAN 127.0.0.1), client certificates required
+            ca = self.base_dir / "ca"
+            identity.init_ca(ca)
+            self.tls, _ = identity.issue_node(str(ca / "ca.crt"), str(ca / "ca.key"), self.base_dir / "tls",
+                                              dns_names=["localhost"], ip_addresses=["127.0.0.1"])
         self.token = f"test-{uuid.uuid4().hex[:12]}"
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * n
         self._logs: list[IO[bytes] | None] = [None] * n
@@ -69,12 +79,31 @@ class EtcdCluster:
     def log_path(self, i: int) -> Path:
         return self.base_dir / f"{self.name(i)}.log"
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    def client_tls(self) -> EtcdTls | None:
+        """What a client needs: the CA and a certificate it signed (the members' own serves)."""
+        if self.tls is None:
+            return None
+        return EtcdTls.from_files(self.tls.ca_file, self.tls.cert_file, self.tls.key_file)
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        t = self.tls
+        return [f"--cert-file={t.cert_file}", f"--key-file={t.key_file}", f"--trusted-ca-file={t.ca_file}",
+                "--client-cert-auth=true", f"--peer-cert-file={t.cert_file}", f"--peer-key-file={t.key_file}",
+                f"--peer-trusted-ca-file={t.ca_file}", "--peer-client-cert-auth=true"]
+
     def _args(self, i: int) -> list[str]:
-        client = f"http://127.0.0.1:{self.client_ports[i]}"
-        peer = f"http://127.0.0.1:{self.peer_ports[i]}"
-        cluster = ",".join(f"{self.name(j)}=http://127.0.0.1:{self.peer_ports[j]}" for j in range(self.n))
+        client = f"{self.scheme}://127.0.0.1:{self.client_ports[i]}"
+        peer = f"{self.scheme}://127.0.0.1:{self.peer_ports[i]}"
+        cluster = ",".join(f"{self.name(j)}={self.scheme}://127.0.0.1:{self.peer_ports[j]}" for j in range(self.n))
         return [
             ETCD_BIN,
+            *self._tls_args(),
             f"--name={self.name(i)}",
             f"--data-dir={self.data_dir(i)}",
             f"--listen-client-urls={client}",
@@ -183,7 +212,9 @@ class EtcdCluster:
         """Member ``i`` answers a linearizable read (so it is part of a quorum with a leader)."""
         if not self.running(i):
             return False
-        with grpc.insecure_channel(self.endpoints[i]) as channel:
+        tls = self.client_tls()
+        channel_of = (lambda t: grpc.secure_channel(t, tls.credentials())) if tls else grpc.insecure_channel
+        with channel_of(self.endpoints[i]) as channel:
             try:
                 etcdrpc.KVStub(channel).Range(etcdrpc.RangeRequest(key=b"health"), timeout=timeout)
             except grpc.RpcError:

@@ -560,20 +560,12 @@ def test_allowlist_include_members(tmp_path: Path) -> None:
     assert client.post("/reload", environ_base={"REMOTE_ADDR": "10.0.0.9"}).status_code == 403
 
 
-class _TlsSocket:
-    def __init__(self, cert: dict[str, Any]) -> None:
-        self.cert = cert
-
-    def getpeercert(self) -> dict[str, Any]:
-        return self.cert
-
-
 def test_verify_client_wants_a_certificate(tmp_path: Path) -> None:
     local = node_config(certfile="/c.pem", cafile="/ca.pem", verify_client="optional")
     client, _ = client_of(tmp_path, local=local)
     resp = client.post("/reload")
     assert (resp.status_code, resp.get_data(as_text=True)) == (403, "client certificate required")
-    with_cert = {"gunicorn.socket": _TlsSocket({"subject": ((("commonName", "ops"),),)})}
+    with_cert = {"appliance.peercert": {"subject": ((("commonName", "ops"),),)}}
     assert client.post("/reload", environ_base=with_cert).status_code == 202
 
 

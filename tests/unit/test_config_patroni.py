@@ -126,15 +126,19 @@ def test_patroni_yml_is_accepted(patroni_yml: str) -> None:
                                             "shared_buffers": "256MB"}
     assert config.bootstrap.initdb == [{"encoding": "UTF8"}, "data-checksums"]
     assert config.tags["nofailover"] is False
+    # Implemented Patroni keys: etcd3 TLS, libpq TLS options of a user, the ctl section.
+    assert config.etcd3.cacert == "/etc/etcd/ca.crt"
+    assert config.postgresql.authentication.superuser.sslmode == "prefer"
+    assert config.ctl.insecure is False
 
 
 def test_unimplemented_patroni_keys_warn(patroni_yml: str) -> None:
     warnings = load_local(patroni_yml, {}).warnings
     ignored = {w.split(" ", 1)[0] for w in warnings}
     assert ignored == {
-        "log", "ctl", "etcd3.cacert",
+        "log",
         "bootstrap.dcs.postgresql.recovery_conf", "bootstrap.post_init", "postgresql.pgpass",
-        "postgresql.authentication.superuser.sslmode", "postgresql.callbacks",
+        "postgresql.callbacks",
         "postgresql.create_replica_methods", "postgresql.basebackup",
         "postgresql.remove_data_directory_on_rewind_failure", "watchdog",
     }

@@ -9,6 +9,7 @@ from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.api.metrics import CONTENT_TYPE, register_metrics, version_number
+from appliance.config.security import CHANNELS
 from appliance.core.model import ClusterStatus, ClusterView, Leader, Member, SyncState
 from appliance.core.state import HaSettings
 from appliance.manager.publish import state_doc
@@ -62,7 +63,10 @@ def scrape(doc: dict[str, Any] | None) -> tuple[str, dict[str, dict[str, Any]]]:
     samples: dict[str, dict[str, Any]] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            samples[s.name] = {"value": s.value, "labels": s.labels, "type": family.type}
+            channel = s.labels.get("channel")
+            name = f"{s.name}[{channel}]" if channel else s.name
+            labels = {k: v for k, v in s.labels.items() if k != "channel"}
+            samples[name] = {"value": s.value, "labels": labels, "type": family.type}
     return text, samples
 
 
@@ -74,6 +78,14 @@ def test_version_number_is_patroni_padded() -> None:
     assert version_number("4.1.4") == 40104
     assert version_number("0.1.0") == 100
     assert version_number("1.10.3") == 11003
+
+
+def test_a_protection_turned_off_is_visible() -> None:
+    doc = _doc("n1", _primary_status(), holder=True)
+    doc["insecure"] = ["restapi_tls", "etcd_auth"]
+    v = values(scrape(doc)[1])
+    assert v["pgappliance_insecure[restapi_tls]"] == v["pgappliance_insecure[etcd_auth]"] == 1
+    assert v["pgappliance_insecure[postgresql_tls]"] == 0
 
 
 def test_primary_doc() -> None:
@@ -102,6 +114,7 @@ def test_primary_doc() -> None:
     assert (v["pgappliance_promotions_total"], v["pgappliance_demotions_total"]) == (2, 2)
     assert (v["pgappliance_switchovers_total"], v["pgappliance_rewinds_total"]) == (1, 1)
     assert v["pgappliance_reinitializations_total"] == 0
+    assert all(v[f"pgappliance_insecure[{c}]"] == 0 for c in CHANNELS)
     assert v["pgappliance_state_fresh"] == 1
     # Patroni's names stay exact: no _total appended to the xlog "counters".
     assert "# TYPE patroni_xlog_location gauge" in text

@@ -35,7 +35,13 @@ from appliance.runtime.demo_status import (
     routing_problems,
 )
 
-CREDS = Secrets("su-pass", "repl-pass")
+CREDS = Secrets("su-pass", "repl-pass", "api-pass", "etcd-pass", "etcd-root-pass")
+
+
+@pytest.fixture
+def creds(tmp_path: Path) -> Secrets:
+    """Real generated secrets (the node files issue a certificate from their CA)."""
+    return load_or_create_secrets(tmp_path / "secrets")
 
 
 def _layout(tmp_path: Path, **kw: Any) -> DemoLayout:
@@ -61,18 +67,43 @@ def test_node_config_uses_the_node_address_and_standard_ports(tmp_path: Path) ->
     assert config.etcd3.hosts == ["127.0.9.1:2379", "127.0.9.2:2379", "127.0.9.3:2379"]
     assert config.etcd.data_dir == str(tmp_path / "node2" / "etcd")
     assert config.etcd.advertise_peer == "127.0.9.2:2380"
-    assert config.etcd.initial_cluster.split(",")[1] == "node2=http://127.0.9.2:2380"
+    assert config.etcd.initial_cluster.split(",")[1] == "node2=https://127.0.9.2:2380"
     assert config.etcd.initial_cluster_token == "demo-tok"
     assert config.appliance.run_dir == str(tmp_path / "node2" / "run")
     assert config.haproxy.enabled is False
+    # Secure by default: every credential and the node's TLS files.
+    assert config.restapi.authentication is not None and config.restapi.authentication.password == "api-pass"
+    assert (config.etcd3.username, config.etcd3.password) == ("appliance", "etcd-pass")
+    assert config.etcd.root_password == "etcd-root-pass"
+    assert config.tls.cert_file == str(tmp_path / "node2" / "tls" / "node.crt")
+    assert config.security.restapi_tls and config.security.etcd_auth
+
+
+def test_client_config_is_a_patronictl_config(tmp_path: Path, creds: Secrets) -> None:
+    from appliance.runtime.demo_layout import client_tls, write_client_files
+
+    layout = _layout(tmp_path)
+    write_client_files(layout, creds)
+    doc = yaml.safe_load(layout.client_config_path.read_text())
+    assert stat.S_IMODE(layout.client_config_path.stat().st_mode) == 0o600
+    assert doc["etcd3"]["protocol"] == "https" and doc["etcd3"]["username"] == "appliance"
+    assert doc["ctl"]["cacert"] == client_tls(layout, creds).ca_file
+    config = LocalConfig.model_validate(doc)
+    assert config.restapi.authentication is not None
 
 
 def test_secrets_are_created_once_private_and_reused(tmp_path: Path) -> None:
-    path = tmp_path / "secrets.yml"
+    path = tmp_path / "secrets"
     first = load_or_create_secrets(path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert first.superuser_password != first.replication_password
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    for name in ("postgres_password", "replication_password", "restapi_password", "etcd_password",
+                 "etcd_root_password", "ca.key"):
+        assert stat.S_IMODE((path / name).stat().st_mode) == 0o600, name
+    values = [first.superuser_password, first.replication_password, first.restapi_password, first.etcd_password,
+              first.etcd_root_password]
+    assert len(set(values)) == 5 and all(len(v) >= 24 for v in values)
     assert load_or_create_secrets(path) == first
+    assert "password" not in repr(first).replace("_password", "")  # no secret in a repr
 
 
 def test_layout_round_trip(tmp_path: Path) -> None:
@@ -99,26 +130,27 @@ def test_unknown_program_and_node_are_refused(tmp_path: Path) -> None:
         DemoCluster(tmp_path / "new").node_dsn("node7")
 
 
-def test_node_files_keep_an_edited_config(tmp_path: Path) -> None:
+def test_node_files_keep_an_edited_config(tmp_path: Path, creds: Secrets) -> None:
     layout = _layout(tmp_path, programs=("etcd",))
-    write_node_files(layout, "node1", CREDS, user=None)
+    write_node_files(layout, "node1", creds, user=None)
     path = layout.config_path("node1")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     edited = yaml.safe_load(path.read_text())
     edited["tags"] = {"nofailover": True}
     path.write_text(yaml.safe_dump(edited))
-    write_node_files(layout, "node1", Secrets("other", "other"), user=None)
+    write_node_files(layout, "node1", creds, user=None)
     assert yaml.safe_load(path.read_text())["tags"] == {"nofailover": True}
     conf = configparser.RawConfigParser()
     conf.read(layout.supervisord_conf("node1"))
-    assert [s for s in conf.sections() if s.startswith("program:")] == ["program:etcd"]
+    assert [s for s in conf.sections() if s.startswith("program:")] == ["program:etcd", "program:etcd_auth"]
     assert conf.get("supervisord", "nodaemon") == "false"
 
 
-def test_proxy_files(tmp_path: Path) -> None:
-    write_proxy_files(_layout(tmp_path, proxy_ports=(15000, 15001, 17000)), user=None)
+def test_proxy_files(tmp_path: Path, creds: Secrets) -> None:
+    write_proxy_files(_layout(tmp_path, proxy_ports=(15000, 15001, 17000)), creds, user=None)
     text = (tmp_path / "proxy" / "haproxy.cfg").read_text()
     assert "bind 127.0.0.1:15000" in text and "server node3 127.0.9.3:5432" in text
+    assert f"check-ssl verify required ca-file {tmp_path / 'proxy' / 'ca.crt'}" in text
     conf = configparser.RawConfigParser()
     conf.read(tmp_path / "proxy" / "supervisord.conf")
     assert conf.get("program:haproxy", "priority") == "30"

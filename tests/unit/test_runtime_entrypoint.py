@@ -20,6 +20,7 @@ from appliance.config.errors import ConfigError
 from appliance.config.schema import LocalConfig
 from appliance.runtime import container as ct
 from appliance.runtime.cluster_health import parse_stats_csv, problems
+from appliance.runtime.container_identity import IdentityError
 from appliance.runtime.entrypoint import Plan, prepare, remove_stale_pid_file
 from appliance.runtime.etcd_join import EtcdMember
 from appliance.runtime.initdb_scripts import (
@@ -32,9 +33,10 @@ from appliance.runtime.initdb_scripts import (
     wait_settled,
 )
 from appliance.runtime.supervise import fatal_exit_code
+from appliance.tls import identity, pki
 from tests.unit.test_runtime_entrypoint_etcd import FakeGateway
 
-PEERS_DOWN = ("http://node2:2379", "http://node3:2379")
+PEERS_DOWN = ("https://node2:2379", "https://node3:2379")
 
 
 def node_yaml(tmp_path: Path, **extra: Any) -> Path:
@@ -49,9 +51,17 @@ def node_yaml(tmp_path: Path, **extra: Any) -> Path:
     return path
 
 
+def cluster_ca(tmp_path: Path) -> dict[str, str]:
+    """The cluster CA as scripts/up gives it to every node (files only root may read)."""
+    directory = tmp_path / "secrets"
+    identity.init_ca(directory)
+    return {"APPLIANCE_TLS__CA_FILE": str(directory / "ca.crt"),
+            "APPLIANCE_TLS__CA_KEY_FILE": str(directory / "ca.key")}
+
+
 def run_prepare(tmp_path: Path, env: dict[str, str], gateway: FakeGateway | None = None,
-                hostname: str = "node1") -> Plan:
-    env = {"APPLIANCE_CONFIG": str(node_yaml(tmp_path)), **env}
+                hostname: str = "node1", ca: bool = True) -> Plan:
+    env = {"APPLIANCE_CONFIG": str(node_yaml(tmp_path)), **(cluster_ca(tmp_path) if ca else {}), **env}
     return prepare(env, hostname=hostname, rendered=str(tmp_path / "run" / "appliance.yml"),
                    gateway=gateway or FakeGateway([], down=PEERS_DOWN), python="/venv/bin/python",
                    home="/var/lib/postgresql", owner=None, etcd_wait=0.0)
@@ -74,20 +84,33 @@ def test_three_node_container_renders_every_file(tmp_path: Path) -> None:
     assert config.restapi.connect_address == "node1:8008"
     assert config.postgresql.connect_address == "node1:5432"
     assert config.etcd3.hosts == ["node1:2379", "node2:2379", "node3:2379"]
-    assert config.etcd.initial_cluster == "node1=http://node1:2380,node2=http://node2:2380,node3=http://node3:2380"
+    assert config.etcd.initial_cluster == ("node1=https://node1:2380,node2=https://node2:2380,"
+                                           "node3=https://node3:2380")
     assert config.etcd.initial_cluster_token == "pgappliance-batman"
     assert config.appliance.peers == ["node2", "node3"]
     assert plan.etcd is not None and plan.etcd.state == "new"
-    # Secrets reach the programs as plain variables (root read the file); nothing else leaks.
-    assert plan.env["POSTGRES_PASSWORD"] == "s3cret"
-    assert "POSTGRES_PASSWORD_FILE" not in plan.env and "APPLIANCE_PEERS" not in plan.env
-    assert "ETCD_NAME" not in plan.env
-    assert plan.env["APPLIANCE_REPLICATION_PASSWORD"] == ct.derive_replication_password("s3cret", "batman")
+    # Secrets go into the rendered YAML (0600), never into the programs' environment.
+    rendered = yaml.safe_load(Path(plan.rendered).read_text())
+    auth = rendered["postgresql"]["authentication"]
+    assert auth["superuser"]["password"] == "s3cret"
+    assert auth["replication"]["password"] == ct.derive_replication_password("s3cret", "batman")
+    assert not [k for k in plan.env if "PASSWORD" in k or k.startswith("ETCD_")]
+    assert "APPLIANCE_PEERS" not in plan.env and "s3cret" not in repr(plan.env)
     assert plan.env["APPLIANCE_CONFIG"] == plan.rendered
     assert stat.S_IMODE(os.stat(plan.rendered).st_mode) == 0o600
+    # Secure by default: a certificate issued from the cluster CA, every credential there.
+    assert config.restapi.certfile == str(tmp_path / "run" / "tls" / "node.crt")
+    assert config.etcd3.protocol == "https" and config.etcd3.cacert == str(tmp_path / "run" / "tls" / "ca.crt")
+    assert config.restapi.authentication is not None and config.etcd3.password and config.etcd.root_password
+    assert config.tls.ca_key_file is None  # the programs never see the CA key
+    cert = pki.read_file(config.restapi.certfile)
+    assert pki.check_certificate(cert, ca_pem=pki.read_file(str(tmp_path / "secrets" / "ca.crt")),
+                                 names=["node1", "localhost", "127.0.0.1"]) == []
     conf = parse_conf(plan.supervisord_conf)
     programs = [s for s in conf.sections() if s.startswith("program:")]
-    assert programs == ["program:etcd", "program:manager", "program:haproxy", "program:api", "program:initdb_scripts"]
+    assert programs == ["program:etcd", "program:etcd_auth", "program:manager", "program:haproxy", "program:api",
+                        "program:initdb_scripts"]
+    assert "PASSWORD" not in Path(plan.supervisord_conf).read_text()
     etcd = shlex.split(conf.get("program:etcd", "command"))
     assert etcd[etcd.index("--initial-cluster-token") + 1] == "pgappliance-batman"
     assert conf.get("program:initdb_scripts", "autorestart") == "false"
@@ -95,13 +118,14 @@ def test_three_node_container_renders_every_file(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "initdb-scripts.pending").exists()
     haproxy = (tmp_path / "run" / "haproxy.cfg").read_text()
     assert "resolvers dns" in haproxy and "parse-resolv-conf" in haproxy
-    assert "server node2 node2:5432 maxconn 100 check port 8008 resolvers dns init-addr last,libc,none" in haproxy
+    assert ("server node2 node2:5432 maxconn 100 check port 8008 check-ssl verify required ca-file "
+            f"{tmp_path / 'run' / 'tls' / 'ca.crt'} resolvers dns init-addr last,libc,none") in haproxy
 
 
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
 def test_haproxy_accepts_peers_that_do_not_resolve_yet(tmp_path: Path) -> None:
     plan = run_prepare(tmp_path, {"APPLIANCE_PEERS": "pga-nowhere-1,pga-nowhere-2", "POSTGRES_PASSWORD": "x"},
-                       gateway=FakeGateway([], down=["http://pga-nowhere-1:2379", "http://pga-nowhere-2:2379"]),
+                       gateway=FakeGateway([], down=["https://pga-nowhere-1:2379", "https://pga-nowhere-2:2379"]),
                        hostname="pga-nowhere-1")
     cfg = os.path.join(plan.config.appliance.run_dir, "haproxy.cfg")
     result = subprocess.run(["haproxy", "-c", "-f", cfg], capture_output=True, text=True, timeout=30)
@@ -109,23 +133,65 @@ def test_haproxy_accepts_peers_that_do_not_resolve_yet(tmp_path: Path) -> None:
 
 
 def test_single_node_uses_loopback_for_etcd_and_haproxy(tmp_path: Path) -> None:
-    plan = run_prepare(tmp_path, {"POSTGRES_PASSWORD": "x"}, hostname="3f2a1b")
+    plan = run_prepare(tmp_path, {"POSTGRES_PASSWORD": "x"}, hostname="3f2a1b", ca=False)
     config = plan.config
     assert config.name == "3f2a1b" and plan.identity.single
     assert config.etcd3.hosts == ["127.0.0.1:2379"]
     assert config.etcd.advertise_peer == "127.0.0.1:2380" and config.etcd.initial_cluster == ""
     assert plan.etcd is not None and plan.etcd.reason == "a single-member cluster"
     haproxy = (tmp_path / "run" / "haproxy.cfg").read_text()
-    assert "server 3f2a1b 127.0.0.1:5432 maxconn 100 check port 8008 addr 127.0.0.1" in haproxy
+    assert "server 3f2a1b 127.0.0.1:5432 maxconn 100 check port 8008 check-ssl verify required" in haproxy
     assert "resolvers" not in haproxy
+    # A lone node with no CA makes its own, once, on its volume, and its own passwords too.
+    own = tmp_path / "vol" / "pgappliance-ca"
+    assert stat.S_IMODE((own / "ca.key").stat().st_mode) == 0o600
+    secrets_dir = tmp_path / "vol" / "pgappliance-secrets"
+    generated = (secrets_dir / "restapi_password").read_text()
+    assert config.restapi.authentication is not None and config.restapi.authentication.password == generated
+    again = run_prepare(tmp_path, {"POSTGRES_PASSWORD": "x"}, hostname="3f2a1b", ca=False)
+    assert again.config.restapi.authentication == config.restapi.authentication
+    assert (own / "ca.crt").read_bytes() == pki.read_file(str(tmp_path / "run" / "tls" / "ca.crt"))
+
+
+def test_a_cluster_without_a_ca_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(IdentityError, match="needs one CA: set APPLIANCE_TLS__CA_FILE"):
+        run_prepare(tmp_path, {"APPLIANCE_PEERS": "node1,node2,node3", "POSTGRES_PASSWORD": "x"}, ca=False)
+
+
+def test_an_expired_or_foreign_certificate_is_refused(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    past = datetime.now(UTC) - timedelta(days=900)
+    identity.init_ca(tmp_path / "secrets", now=past)  # the cluster CA, long in service
+    ca_env = cluster_ca(tmp_path)
+    foreign = tmp_path / "foreign"
+    identity.init_ca(foreign)
+    for name, ca_dir, when in (("foreign", foreign, None), ("expired", tmp_path / "secrets", past)):
+        tls, _ = identity.issue_node(str(ca_dir / "ca.crt"), str(ca_dir / "ca.key"), tmp_path / name,
+                                     dns_names=["node1"], ip_addresses=[], now=when)
+        env = {"APPLIANCE_PEERS": "node1,node2", "POSTGRES_PASSWORD": "x", "APPLIANCE_TLS__CERT_FILE": tls.cert_file,
+               "APPLIANCE_TLS__KEY_FILE": tls.key_file, "APPLIANCE_TLS__CA_FILE": ca_env["APPLIANCE_TLS__CA_FILE"]}
+        with pytest.raises(IdentityError, match=r"tls\.cert_file .*(not by the cluster CA|expired)"):
+            run_prepare(tmp_path, env, ca=False)
+
+
+def test_protections_turned_off_on_purpose_are_named_at_start(tmp_path: Path) -> None:
+    off = {f"APPLIANCE_SECURITY__{c.upper()}": "false"
+           for c in ("restapi_tls", "restapi_auth", "etcd_tls", "etcd_auth", "postgresql_tls")}
+    plan = run_prepare(tmp_path, {"APPLIANCE_PEERS": "node1,node2", "POSTGRES_PASSWORD": "x", **off}, ca=False)
+    assert plan.config.restapi.certfile is None and plan.config.etcd3.protocol == "http"
+    assert plan.config.etcd.initial_cluster.startswith("node1=http://node1:2380")
+    insecure = [n for n in plan.notes if n.startswith("INSECURE")]
+    assert len(insecure) == 5 and "security.etcd_tls: false" in " ".join(insecure)
 
 
 def test_yaml_and_env_win_over_derived_defaults(tmp_path: Path) -> None:
     yml = node_yaml(tmp_path, etcd3={"hosts": ["etcd.example:2379"]}, name="pg-a")
     env = {"APPLIANCE_CONFIG": str(yml), "APPLIANCE_PEERS": "node1,node2", "POSTGRES_PASSWORD": "x",
            "APPLIANCE_RESTAPI__CONNECT_ADDRESS": "10.0.0.1:8008"}
+    env.update(cluster_ca(tmp_path))
     plan = prepare(env, hostname="node1", rendered=str(tmp_path / "run" / "appliance.yml"),
-                   gateway=FakeGateway([], down=["http://etcd.example:2379"]), owner=None, etcd_wait=0.0)
+                   gateway=FakeGateway([], down=["https://etcd.example:2379"]), owner=None, etcd_wait=0.0)
     assert plan.config.name == "pg-a"
     assert plan.config.etcd3.hosts == ["etcd.example:2379"]
     assert plan.config.restapi.connect_address == "10.0.0.1:8008"
@@ -149,7 +215,7 @@ def test_an_initialised_data_dir_needs_no_password(tmp_path: Path) -> None:
 
 def test_demo_flag_is_the_only_default_password(tmp_path: Path) -> None:
     plan = run_prepare(tmp_path, {"APPLIANCE_DEMO_INSECURE": "1"})
-    assert plan.env["POSTGRES_PASSWORD"] == "postgres"
+    assert plan.config.postgresql.authentication.superuser.password == "postgres"
     assert "APPLIANCE_DEMO_INSECURE" not in plan.env
     assert any("Never use this beyond a demo" in note for note in plan.notes)
 
@@ -171,14 +237,16 @@ def test_bad_settings_fail_with_the_key_and_source(tmp_path: Path) -> None:
 
 
 def test_wiped_member_rejoins_through_the_rendered_etcd_command(tmp_path: Path) -> None:
-    members = [EtcdMember(str(i), f"node{i}", (f"http://node{i}:2380",), (f"http://node{i}:2379",)) for i in (1, 2, 3)]
+    members = [EtcdMember(str(i), f"node{i}", (f"https://node{i}:2380",), (f"https://node{i}:2379",))
+               for i in (1, 2, 3)]
     gateway = FakeGateway(members)
     plan = run_prepare(tmp_path, {"APPLIANCE_PEERS": "node1 node2 node3", "POSTGRES_PASSWORD": "x"}, gateway)
-    assert gateway.calls == ["remove 1", "add http://node1:2380"]
+    assert gateway.calls == ["remove 1", "add https://node1:2380"]
     etcd = shlex.split(parse_conf(plan.supervisord_conf).get("program:etcd", "command"))
     assert etcd[etcd.index("--initial-cluster-state") + 1] == "existing"
     assert etcd[etcd.index("--initial-cluster") + 1] == (
-        "node2=http://node2:2380,node3=http://node3:2380,node1=http://node1:2380")
+        "node2=https://node2:2380,node3=https://node3:2380,node1=https://node1:2380")
+    assert "--client-cert-auth=true" in etcd and "--peer-client-cert-auth=true" in etcd
 
 
 def test_stale_runtime_files_are_cleaned(tmp_path: Path) -> None:

@@ -36,7 +36,8 @@ def open_dcs(target: Target) -> EtcdDCS:
         raise CtlError("no cluster name: pass --scope (APPLIANCE_SCOPE) or use --config")
     try:
         return EtcdDCS(list(target.etcd_hosts), target.scope, target.namespace, CLI_MEMBER_NAME, ttl=30,
-                       retry_timeout=DCS_BUDGET, username=target.etcd_username, password=target.etcd_password)
+                       retry_timeout=DCS_BUDGET, username=target.etcd_username, password=target.etcd_password,
+                       tls=target.etcd_tls)
     except ValueError as exc:
         raise CtlError(f"--dcs {','.join(target.etcd_hosts)}: {exc}") from None
 
@@ -65,12 +66,18 @@ def dcs_failure(target: Target, dcs: EtcdDCS, exc: DCSError) -> CtlError:
     text = str(exc)
     if "authentication" in text or "rejected user" in text:
         return CtlError(text)
+    if "permission denied" in text:
+        return CtlError(f"etcd denied access to cluster {target.scope!r}: the etcd user {target.etcd_username!r} may "
+                        "use its own cluster's keys only (is the cluster name right?)")
     alive = _answers_without_quorum(dcs)
     if alive is not None:
         return CtlError(f"etcd has no quorum: {alive} answers but the cluster ({_endpoints(target)}) cannot serve "
                         "a consistent read; bring a majority of the etcd members back up")
+    tls = "" if target.etcd_tls is not None else (
+        "; an etcd with TLS (the appliance's default) needs a client certificate: use --config with "
+        "etcd3.protocol/cacert/cert/key, e.g. the demo's client.yml")
     return CtlError(f"etcd unreachable at {_endpoints(target)} (no member answered within {DCS_BUDGET:g}s): "
-                    "check --dcs/etcd3.hosts and that etcd is running")
+                    f"check --dcs/etcd3.hosts and that etcd is running{tls}")
 
 
 def read_view(target: Target) -> ClusterView:

@@ -11,6 +11,8 @@ import click
 
 from appliance.config import ConfigError, LocalLayers, build_local, load_local
 from appliance.config.schema import LocalConfig
+from appliance.dcs.etcd_transport import EtcdTls
+from appliance.dcs.factory import etcd_tls
 
 DEFAULT_CONFIG = "/etc/pgappliance/appliance.yml"
 DEFAULT_NAMESPACE = "/service/"
@@ -37,9 +39,10 @@ class Target:
     namespace: str = DEFAULT_NAMESPACE
     url: str | None = None
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     etcd_username: str | None = None
-    etcd_password: str | None = None
+    etcd_password: str | None = field(default=None, repr=False)
+    etcd_tls: EtcdTls | None = None
     insecure: bool = False
     cafile: str | None = None
     config_path: str | None = None
@@ -102,6 +105,8 @@ def resolve(opts: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Ta
         target = replace(target, namespace=opts["namespace"])
     if url:
         target = replace(target, url=url.rstrip("/"))
+    if opts.get("cacert"):
+        target = replace(target, cafile=opts["cacert"])
     if opts.get("username") is not None:
         target = replace(target, username=opts["username"], password=opts.get("password") or "")
     elif opts.get("password") is not None:
@@ -115,8 +120,11 @@ def _from_config(target: Target, path: str, env: Mapping[str, str]) -> Target:
         local = build_local(layers)
     except ConfigError as exc:
         raise CtlError(f"{path}: {exc}".replace("\n", " ")) from None
-    auth = local.restapi.authentication
-    cafile = getattr(local.restapi, "cafile", None)
+    auth = local.ctl.authentication or local.restapi.authentication
+    try:
+        tls = etcd_tls(local.etcd3)
+    except ValueError as exc:
+        raise CtlError(f"{path}: {exc}") from None
     return replace(
         target,
         etcd_hosts=tuple(local.etcd3.hosts),
@@ -126,7 +134,9 @@ def _from_config(target: Target, path: str, env: Mapping[str, str]) -> Target:
         password=(auth.password or "") if auth else None,
         etcd_username=local.etcd3.username,
         etcd_password=local.etcd3.password,
-        cafile=cafile if isinstance(cafile, str) else None,
+        etcd_tls=tls,
+        cafile=local.ctl.cacert,
+        insecure=target.insecure or local.ctl.insecure,
         layers=layers,
         local=local,
     )
@@ -157,6 +167,9 @@ def connection_options(func: F) -> F:
                      help="A node's REST API, e.g. http://10.0.0.1:8008 (env APPLIANCE_API_URL)."),
         click.option("--username", envvar="APPLIANCE_API_USERNAME", help="REST API Basic auth user."),
         click.option("--password", envvar="APPLIANCE_API_PASSWORD", help="REST API Basic auth password."),
+        click.option("--cacert", envvar="APPLIANCE_API_CACERT", type=click.Path(dir_okay=False),
+                     help="CA file of the REST API's certificate (env APPLIANCE_API_CACERT; default: ctl.cacert, "
+                          "tls.ca_file)."),
         click.option("--insecure", "-k", is_flag=True, help="Do not verify the REST API's TLS certificate."),
     ]
     for option in reversed(options):
@@ -164,7 +177,7 @@ def connection_options(func: F) -> F:
     return func
 
 
-CONNECTION_KEYS = ("config_path", "dcs", "scope", "namespace", "url", "username", "password", "insecure")
+CONNECTION_KEYS = ("config_path", "dcs", "scope", "namespace", "url", "username", "password", "cacert", "insecure")
 
 
 def pop_target(kwargs: dict[str, Any]) -> Target:

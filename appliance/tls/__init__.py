@@ -1,0 +1,1 @@
+"""TLS material for secure-by-default clusters: the cluster CA and per-node certificates."""
