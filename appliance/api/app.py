@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 
 from appliance.api import config_routes, control, openapi
-from appliance.api.auth import AccessPolicy, install
+from appliance.api.auth import AccessPolicy, PolicySource, install
 from appliance.api.context import ApiContext, ApiDCS, Probe, StateReader, Unavailable
 from appliance.api.health import classify, evaluate
 from appliance.api.metrics import register_metrics
@@ -23,13 +23,15 @@ def create_app(run_dir: str | None = None, *, reader: StateReader | None = None,
                clock: Callable[[], float] = time.monotonic, dcs: ApiDCS | None = None,
                local: LocalConfig | None = None, sleep: Callable[[float], None] = time.sleep,
                wall: Callable[[], float] = time.time, probe: Probe | None = None,
-               restart_wait: float = 120.0, pickup_wait: float = 15.0) -> Flask:
+               restart_wait: float = 120.0, pickup_wait: float = 15.0,
+               policy: PolicySource | None = None) -> Flask:
     """Build the app. The state comes from ``<run_dir>/state.json`` unless a reader is injected.
 
     ``dcs`` (reads, the failover and config keys; never a lease) enables switchover, failover and
     config changes; ``run_dir`` enables restart, reload and reinitialize (intents to the manager);
     ``local`` gives the node name and the restapi access rules (allowlist, Basic auth, client certs);
-    ``probe`` asks a candidate's own /patroni during a switchover feasibility check.
+    ``probe`` asks a candidate's own /patroni during a switchover feasibility check; ``policy``
+    gives the current access rules when they may change while serving (else from ``local``).
     """
     if reader is None:
         if run_dir is None:
@@ -44,8 +46,11 @@ def create_app(run_dir: str | None = None, *, reader: StateReader | None = None,
     app.config["STATE_READER"] = reader
     app.config["CLOCK"] = clock
     app.config["API_CONTEXT"] = ctx
-    policy = AccessPolicy.from_restapi(local.restapi) if local is not None else AccessPolicy()
-    install(app, policy, lambda: _member_urls(ctx))
+    if policy is None:
+        fixed = AccessPolicy.from_restapi(local.restapi) if local is not None else AccessPolicy()
+        install(app, fixed, lambda: _member_urls(ctx))
+    else:
+        install(app, policy, lambda: _member_urls(ctx))
     _register_status(app, reader, clock)
     config_routes.register(app, ctx)
     control.register(app, ctx)

@@ -137,12 +137,17 @@ def access_problem(policy: AccessPolicy, remote_addr: str | None, environ: Mappi
     return None
 
 
-def install(app: Flask, policy: AccessPolicy, member_urls: MemberUrls) -> None:
-    """Guard every unsafe method of ``app``; GET/HEAD/OPTIONS (health and status) stay open."""
+PolicySource = Callable[[], AccessPolicy]
+
+
+def install(app: Flask, policy: AccessPolicy | PolicySource, member_urls: MemberUrls) -> None:
+    """Guard every unsafe method of ``app``; GET/HEAD/OPTIONS (health and status) stay open.
+    ``policy`` may be a callable giving the current policy (credentials rotated in place)."""
+    current: PolicySource = policy if callable(policy) else (lambda: policy)
 
     @app.before_request
     def _check_access() -> Response | None:
         if request.method not in UNSAFE_METHODS:
             return None
-        return access_problem(policy, request.remote_addr, request.environ,
+        return access_problem(current(), request.remote_addr, request.environ,
                               request.headers.get("Authorization"), member_urls)

@@ -12,8 +12,9 @@ from typing import Any
 
 from appliance.api import httpd
 from appliance.api.app import create_app
+from appliance.api.auth import AccessPolicy
 from appliance.api.health import classify
-from appliance.config.schema import RestApi
+from appliance.config.schema import LocalConfig, RestApi
 from appliance.core.model import ClusterView, Failover, Member
 from appliance.dcs.base import DCS
 from appliance.net.http import Client, client_for, request
@@ -83,6 +84,48 @@ def split_address(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+class ReloadingPolicy:
+    """The access rules of restapi (allowlist, credentials, client certificates), re-read from the
+    node's configuration when the file changes, so a rotated REST password takes effect without a
+    restart (and without a moment of failing health checks). A bad file keeps the last good rules."""
+
+    def __init__(self, config_path: str, local: LocalConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = config_path
+        self.policy = AccessPolicy.from_restapi(local.restapi)
+        self._clock = clock
+        self._checked = clock()
+        self._stamp = self._mtime()
+        self._lock = threading.Lock()
+
+    def _mtime(self) -> float | None:
+        try:
+            return os.stat(self.path).st_mtime
+        except OSError:
+            return None
+
+    def __call__(self) -> AccessPolicy:
+        with self._lock:
+            if self._clock() - self._checked >= 2.0:
+                self._checked = self._clock()
+                stamp = self._mtime()
+                if stamp != self._stamp:
+                    self._reload(stamp)
+            return self.policy
+
+    def _reload(self, stamp: float | None) -> None:
+        from appliance.config.errors import ConfigError
+        from appliance.manager.settings import load_node_config
+
+        try:
+            _, local = load_node_config(self.path)
+        except (ConfigError, OSError) as exc:
+            print(f"WARNING: {self.path} changed but cannot be used, keeping the access rules: {exc}", file=sys.stderr)
+            return
+        self._stamp = stamp
+        self.policy = AccessPolicy.from_restapi(local.restapi)
+        print("REST API access rules reloaded", file=sys.stderr)
+
+
 class ReloadingTls:
     """The API's server TLS context; a replaced certificate or key file (rotation) is loaded into the
     same context, so new connections get it without a restart."""
@@ -144,7 +187,7 @@ def serve(config_path: str) -> None:
 
     client = client_for(local)
     app = create_app(local.appliance.run_dir, dcs=LazyDCS(etcd), local=local,
-                     probe=lambda member: http_probe(member, client))
+                     probe=lambda member: http_probe(member, client), policy=ReloadingPolicy(config_path, local))
     tls = ReloadingTls(local.restapi) if local.restapi.certfile else None
     host, port = split_address(local.restapi.listen)
 
