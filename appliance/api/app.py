@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from appliance.api import config_routes, control, openapi
 from appliance.api.auth import AccessPolicy, PolicySource, install
-from appliance.api.context import ApiContext, ApiDCS, Probe, StateReader, Unavailable
+from appliance.api.context import ApiContext, ApiDCS, ConfigCheck, Probe, StateReader, Unavailable
 from appliance.api.health import classify, evaluate
 from appliance.api.metrics import register_metrics
 from appliance.config.schema import LocalConfig
 from appliance.manager.channel import StateCache, staleness
 
 HEALTH_METHODS = ["GET", "HEAD", "OPTIONS"]
+log = logging.getLogger(__name__)
 
 
 def create_app(run_dir: str | None = None, *, reader: StateReader | None = None,
@@ -24,14 +29,16 @@ def create_app(run_dir: str | None = None, *, reader: StateReader | None = None,
                local: LocalConfig | None = None, sleep: Callable[[float], None] = time.sleep,
                wall: Callable[[], float] = time.time, probe: Probe | None = None,
                restart_wait: float = 120.0, pickup_wait: float = 15.0,
-               policy: PolicySource | None = None) -> Flask:
+               policy: PolicySource | None = None, check_config: ConfigCheck | None = None) -> Flask:
     """Build the app. The state comes from ``<run_dir>/state.json`` unless a reader is injected.
 
     ``dcs`` (reads, the failover and config keys; never a lease) enables switchover, failover and
     config changes; ``run_dir`` enables restart, reload and reinitialize (intents to the manager);
     ``local`` gives the node name and the restapi access rules (allowlist, Basic auth, client certs);
     ``probe`` asks a candidate's own /patroni during a switchover feasibility check; ``policy``
-    gives the current access rules when they may change while serving (else from ``local``).
+    gives the current access rules when they may change while serving (else from ``local``);
+    ``check_config`` checks the PostgreSQL parameters and pg_hba of a config change with this node's
+    PostgreSQL before anything is written.
     """
     if reader is None:
         if run_dir is None:
@@ -41,7 +48,7 @@ def create_app(run_dir: str | None = None, *, reader: StateReader | None = None,
         reader = StateCache(directory).read
 
     ctx = ApiContext(reader=reader, clock=clock, run_dir=run_dir, dcs=dcs, sleep=sleep, wall=wall, probe=probe,
-                     restart_wait=restart_wait, pickup_wait=pickup_wait)
+                     restart_wait=restart_wait, pickup_wait=pickup_wait, check_config=check_config)
     app = Flask("appliance.api", static_folder=None)
     app.config["STATE_READER"] = reader
     app.config["CLOCK"] = clock
@@ -57,7 +64,26 @@ def create_app(run_dir: str | None = None, *, reader: StateReader | None = None,
     register_metrics(app, reader, clock, wall=wall)
     openapi.register(app)
     _register_health(app, reader, clock)
+    _register_errors(app)
     return app
+
+
+def _register_errors(app: Flask) -> None:
+    """Every error the API answers is JSON ``{"error", "field"}`` (405 keeps its Allow header)."""
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> WerkzeugResponse:
+        resp = exc.get_response()
+        resp.set_data(json.dumps({"error": f"{exc.code} {exc.name}: {exc.description}", "field": None}))
+        resp.mimetype = "application/json"
+        return resp
+
+    @app.errorhandler(Exception)
+    def crash(exc: Exception) -> Response:  # the request boundary: log it, answer without internals
+        log.exception("request failed: %s %s", request.method, request.path)
+        resp = jsonify({"error": "internal error: see the API's log", "field": None})
+        resp.status_code = 500
+        return resp
 
 
 def _member_urls(ctx: ApiContext) -> Iterable[str]:
@@ -108,7 +134,9 @@ def _register_health(app: Flask, reader: StateReader, clock: Callable[[], float]
     def health(path: str = "") -> Response:
         check = classify(path)
         if check is None:
-            return Response(status=404)
+            resp = jsonify({"error": f"no such endpoint: /{path}", "field": None})
+            resp.status_code = 404
+            return resp
         doc = reader()
         verdict = evaluate(check, request.args, doc, clock())
         if request.method != "GET" or check in ("liveness", "readiness"):

@@ -6,6 +6,7 @@ import base64
 import binascii
 import hmac
 import ipaddress
+import json
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -127,14 +128,19 @@ def access_problem(policy: AccessPolicy, remote_addr: str | None, environ: Mappi
     if policy.restricted:
         members = list(member_urls()) if policy.include_members else []
         if not client_allowed(remote_addr, policy.allowlist, members):
-            return Response("Access is denied", status=403, mimetype="text/plain")
+            return _denied(403, "Access is denied")
     if policy.verify_client in ("optional", "required") and not has_client_certificate(environ):
-        return Response("client certificate required", status=403, mimetype="text/plain")
+        return _denied(403, "client certificate required")
     if policy.username is not None and not basic_credentials_match(
             authorization, policy.username, policy.password or "", compare):
-        return Response("not authenticated: send HTTP Basic credentials (restapi.authentication)",
-                        status=401, mimetype="text/plain", headers={"WWW-Authenticate": REALM})
+        return _denied(401, "not authenticated: send HTTP Basic credentials (restapi.authentication)",
+                       {"WWW-Authenticate": REALM})
     return None
+
+
+def _denied(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps({"error": message, "field": None}), status=status, mimetype="application/json",
+                    headers=headers)
 
 
 PolicySource = Callable[[], AccessPolicy]

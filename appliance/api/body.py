@@ -41,11 +41,31 @@ def json_body(required: bool) -> dict[str, Any]:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadInput(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:  # json's own limit is ~1000 levels deep; ours is lower
+        raise BadInput(f"the request body is nested deeper than {MAX_DEPTH} levels") from None
+    if _depth(doc) > MAX_DEPTH:
+        raise BadInput(f"the request body is nested deeper than {MAX_DEPTH} levels")
     if not isinstance(doc, dict):
         raise BadInput(f"the request body must be a JSON object, not {type(doc).__name__}")
     if required and not doc:
         raise BadInput("the request body is an empty JSON object: say what to change")
     return doc
+
+
+MAX_DEPTH = 32
+
+
+def _depth(doc: Any, limit: int = MAX_DEPTH + 1) -> int:
+    """How deep ``doc`` nests (stops counting past ``limit``; no recursion)."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 def optional_str(body: Mapping[str, Any], key: str) -> str | None:
@@ -84,5 +104,10 @@ def reject_unknown(body: Mapping[str, Any], allowed: frozenset[str], what: str) 
 
 
 def text(status: int, message: str) -> Response:
-    """Patroni answers its control requests with a plain-text message."""
+    """Patroni answers its control requests with a plain-text message; an error (4xx/5xx) carries the
+    same message as ``{"error": ..., "field": null}``, like every other error of the API."""
+    if status >= 400:
+        resp = jsonify({"error": message, "field": None})
+        resp.status_code = status
+        return resp
     return Response(message, status=status, mimetype="text/plain")

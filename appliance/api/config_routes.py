@@ -46,6 +46,19 @@ def invalid(exc: ConfigError, source: str) -> Response:
     })
 
 
+def _refusal(ctx: ApiContext, doc: dict[str, Any], source: str) -> Response | None:
+    """A 400 naming every bad key (schema, bounds, timing rule, then this PostgreSQL's own checks of
+    parameters and pg_hba), or None when ``doc`` may be written."""
+    try:
+        validate_dynamic(doc, source=source)
+        problems = ctx.check_config(doc, source) if ctx.check_config is not None else []
+        if problems:
+            raise ConfigError(problems)
+    except ConfigError as exc:
+        return invalid(exc, source)
+    return None
+
+
 def register(app: Flask, ctx: ApiContext) -> None:
     def get_config() -> Response:
         if ctx.dcs is not None:
@@ -68,10 +81,9 @@ def register(app: Flask, ctx: ApiContext) -> None:
             return _json(503, {"error": "the DCS has no config key yet (the leader seeds it from bootstrap.dcs): "
                                         "retry once the cluster is initialized"})
         merged = merge_patch(view.config, patch)
-        try:
-            validate_dynamic(merged, source="PATCH /config")
-        except ConfigError as exc:
-            return invalid(exc, "PATCH /config")
+        refused = _refusal(ctx, merged, "PATCH /config")
+        if refused is not None:
+            return refused
         if merged != view.config:
             revision = view.config_revision
             if not ctx.dcs_call(lambda d: d.write_config(merged, revision)):
@@ -81,10 +93,9 @@ def register(app: Flask, ctx: ApiContext) -> None:
 
     def put_config() -> Response:
         doc = json_body(required=True)
-        try:
-            validate_dynamic(doc, source="PUT /config")
-        except ConfigError as exc:
-            return invalid(exc, "PUT /config")
+        refused = _refusal(ctx, doc, "PUT /config")
+        if refused is not None:
+            return refused
         for _ in range(PUT_ATTEMPTS):
             view = ctx.view()
             if view.config == doc:

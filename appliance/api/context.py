@@ -9,12 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from appliance.config.errors import Problem
 from appliance.core.model import ClusterView, Failover, Member
 from appliance.dcs.base import DCSError
 from appliance.manager import intents
 from appliance.manager.channel import staleness
 
 StateReader = Callable[[], dict[str, Any] | None]
+# Checks a dynamic config document against this node's PostgreSQL: (document, source) -> problems.
+ConfigCheck = Callable[[dict[str, Any], str], list[Problem]]
 # GET <member api_url> with a short timeout: the /patroni document, or an exception.
 Probe = Callable[[Member], dict[str, Any]]
 
@@ -48,6 +51,7 @@ class ApiContext:
     restart_wait: float = 120.0
     # How long the manager may take to pick up an intent (it reads them at the start of each tick).
     pickup_wait: float = 15.0
+    check_config: ConfigCheck | None = None
     _dcs_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- DCS -------------------------------------------------------------------------------------

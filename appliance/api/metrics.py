@@ -207,6 +207,8 @@ def appliance_metrics(f: _Families, doc: dict[str, Any], fresh: bool, now: float
         f.counter(f"pgappliance_{metric}_total", help_text, sum(_num((actions or {}).get(k)) for k in kinds))
     f.gauge("pgappliance_state_fresh", "Value is 1 if the manager's published state is fresh, 0 otherwise.",
             float(fresh))
+    f.gauge("pgappliance_config_rejected", "Value is 1 while this node rejects the DCS config (it runs on the last "
+            "good one; /patroni config_rejected says why), 0 otherwise.", float(bool(doc.get("config_rejected"))))
     insecure = doc.get("insecure") if isinstance(doc.get("insecure"), list) else []
     f.per_channel("pgappliance_insecure", "Value is 1 for a protection turned off on purpose (security.<channel>: "
                   "false), 0 otherwise.", {c: float(c in (insecure or [])) for c in CHANNELS})

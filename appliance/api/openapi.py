@@ -39,10 +39,14 @@ def _body(name: str, required: bool) -> dict[str, Any]:
 
 ACCESS = {
     "401": {"description": "restapi.authentication is set and the Basic credentials are missing or wrong",
-            "headers": {"WWW-Authenticate": {"schema": {"type": "string", "example": 'Basic realm="Patroni"'}}}},
-    "403": _text("the client is not in restapi.allowlist (`Access is denied`), or verify_client wants a "
-                 "client certificate (`client certificate required`)"),
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string", "example": 'Basic realm="Patroni"'}}},
+            "content": _json(_ref("Error"))},
+    "403": _error("the client is not in restapi.allowlist (`Access is denied`), or verify_client wants a "
+                  "client certificate (`client certificate required`)"),
 }
+# What any request may get besides its own answers: an unknown path or method, a body over the size
+# limit, a busy server (the lane's queue is full), a timeout, an internal error. All JSON.
+COMMON = {"default": _error("404/405 (with Allow)/408/413/431/503 busy/500: `error` says which")}
 BAD_BODY = {
     "400": _error("invalid JSON, not an object, an empty object, or a field of the wrong type"),
     "411": _error("a required body was sent without Content-Length"),
@@ -50,7 +54,8 @@ BAD_BODY = {
 
 
 def _unsafe(summary: str, responses: dict[str, Any], body: dict[str, Any] | None = None) -> Op:
-    op: Op = {"summary": summary, "security": [{}, {"basicAuth": []}], "responses": {**responses, **ACCESS}}
+    op: Op = {"summary": summary, "security": [{}, {"basicAuth": []}],
+              "responses": {**responses, **ACCESS, **COMMON}}
     if body is not None:
         op["requestBody"] = body
     return op
@@ -66,16 +71,16 @@ def _health_ops(summary: str) -> dict[str, Op]:
     params = [{"name": "lag", "in": "query", "schema": {"type": "string"}, "example": "16MB"},
               {"name": "replication_state", "in": "query", "schema": {"type": "string"}},
               {"name": "mode", "in": "query", "schema": {"type": "string", "enum": ["apply", "write"]}}]
-    return {"get": {"summary": summary, "parameters": params, "responses": answers},
-            "head": {"summary": summary + " (status only)", "responses": status_only},
+    return {"get": {"summary": summary, "parameters": params, "responses": {**answers, **COMMON}},
+            "head": {"summary": summary + " (status only)", "responses": {**status_only, **COMMON}},
             "options": {"summary": summary + " (status only; HAProxy's bare `option httpchk`)",
-                        "responses": status_only}}
+                        "responses": {**status_only, **COMMON}}}
 
 
 def _get(summary: str, schema: dict[str, Any], extra: dict[str, Any] | None = None,
          content: dict[str, Any] | None = None) -> dict[str, Op]:
     ok = {"description": "OK", "content": content or _json(schema)}
-    return {"get": {"summary": summary, "responses": {"200": ok, **(extra or {})}}}
+    return {"get": {"summary": summary, "responses": {"200": ok, **(extra or {}), **COMMON}}}
 
 
 def _paths() -> dict[str, dict[str, Op]]:
@@ -101,10 +106,10 @@ def _paths() -> dict[str, dict[str, Op]]:
             **_switch_answers(), **BAD_BODY}, _body("FailoverRequest", True))},
         "/restart": _restart_ops(),
         "/reload": {"post": _unsafe("Re-read the local configuration (like SIGHUP)",
-                                    {"202": _text("reload scheduled"), "503": _text("the manager is not running")})},
+                                    {"202": _text("reload scheduled"), "503": _error("the manager is not running")})},
         "/reinitialize": {"post": _unsafe("Wipe this replica and clone it again from the leader", {
             "200": _text("reinitialize started"),
-            "503": _text("refused with a reason: this node is the leader, the cluster has no leader, "
+            "503": _error("refused with a reason: this node is the leader, the cluster has no leader, "
                          "another action is in progress, or the manager is not running"),
             "400": _error("a field of the wrong type or an unknown key")},
             _body("ReinitializeRequest", False))},
@@ -135,11 +140,11 @@ def _switch_answers() -> dict[str, Any]:
     return {
         "200": _text('`Successfully switched over to "node2"` or `Switched over to "node3" instead of "node2"`'),
         "202": _text("`Switchover scheduled`"),
-        "400": _text("Patroni's refusals: missing leader/candidate, scheduled failover, paused, same target"),
+        "400": _error("Patroni's refusals: missing leader/candidate, scheduled failover, paused, same target"),
         "412": {"description": "not feasible; `candidates` gives each candidate's rejection reason",
                 "content": _json(_ref("Refusal"))},
-        "422": _text("scheduled_at is in the past or unparsable"),
-        "503": _text("`failed to write failover key into DCS`, `Switchover failed` or `Switchover status "
+        "422": _error("scheduled_at is in the past or unparsable"),
+        "503": _error("`failed to write failover key into DCS`, `Switchover failed` or `Switchover status "
                      "unknown`, or the DCS is unreachable"),
     }
 
@@ -149,8 +154,8 @@ def _switchover_ops() -> dict[str, Op]:
         "post": _unsafe("Switch over from the leader (now, or at scheduled_at)", {**_switch_answers(), **BAD_BODY},
                         _body("SwitchoverRequest", True)),
         "delete": _unsafe("Delete a scheduled switchover", {
-            "200": _text("scheduled switchover deleted"), "404": _text("no switchover is scheduled"),
-            "409": _text("the failover key changed meanwhile (CAS)")}),
+            "200": _text("scheduled switchover deleted"), "404": _error("no switchover is scheduled"),
+            "409": _error("the failover key changed meanwhile (CAS)")}),
     }
 
 
@@ -159,15 +164,15 @@ def _restart_ops() -> dict[str, Op]:
         "post": _unsafe("Restart PostgreSQL on this node (now, or at schedule), if the filters match", {
             "200": _text("restarted successfully"),
             "202": _text("Restart scheduled"),
-            "400": _text("unknown filter, bad role, bad postgres_version, timeout <= 0, schedule without tz"),
-            "409": _text("Another restart is already scheduled"),
+            "400": _error("unknown filter, bad role, bad postgres_version, timeout <= 0, schedule without tz"),
+            "409": _error("Another restart is already scheduled"),
             "411": BAD_BODY["411"],
-            "422": _text("schedule in the past or unparsable"),
-            "500": _text("Can't schedule restart in the paused state"),
-            "503": _text("restart failed, conditions not met (with the reason), or the manager is not running"),
+            "422": _error("schedule in the past or unparsable"),
+            "500": _error("Can't schedule restart in the paused state"),
+            "503": _error("restart failed, conditions not met (with the reason), or the manager is not running"),
         }, _body("RestartRequest", False)),
         "delete": _unsafe("Delete the scheduled restart", {
-            "200": _text("scheduled restart deleted"), "404": _text("no restarts are scheduled")}),
+            "200": _text("scheduled restart deleted"), "404": _error("no restarts are scheduled")}),
     }
 
 
@@ -176,8 +181,8 @@ def _schemas() -> dict[str, Any]:
     return {
         "Error": {"type": "object", "required": ["error"],
                   "properties": {"error": string, "field": {"type": "string", "nullable": True}}},
-        "ConfigError": {"type": "object", "properties": {
-            "error": string, "field": string, "hint": string,
+        "ConfigError": {"type": "object", "required": ["error"], "properties": {
+            "error": string, "field": {"type": "string", "nullable": True}, "hint": string,
             "problems": {"type": "array", "items": {"type": "object", "properties": {
                 "field": string, "reason": string}}}}},
         "Refusal": {"type": "object", "required": ["message", "candidates"], "properties": {

@@ -186,8 +186,11 @@ def serve(config_path: str) -> None:
         return etcd_from_config(local, name=local.name, ttl=dynamic.ttl, retry_timeout=dynamic.retry_timeout)
 
     client = client_for(local)
+    from appliance.postgres.validate import check_dynamic
+
     app = create_app(local.appliance.run_dir, dcs=LazyDCS(etcd), local=local,
-                     probe=lambda member: http_probe(member, client), policy=ReloadingPolicy(config_path, local))
+                     probe=lambda member: http_probe(member, client), policy=ReloadingPolicy(config_path, local),
+                     check_config=lambda doc, source: check_dynamic(doc, local, source))
     tls = ReloadingTls(local.restapi) if local.restapi.certfile else None
     host, port = split_address(local.restapi.listen)
 

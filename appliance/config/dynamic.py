@@ -95,12 +95,22 @@ def check_dynamic(doc: Mapping[str, Any], origin: Origin, *, strict: bool) -> Dy
     merged: Tree = DynamicConfig().model_dump(mode="json")
     sources: dict[str, tuple[str, str]] = {}
     merge(merged, sources, cleaned, origin, null_deletes=True)
+    if not strict:
+        warnings += _coerce_strings(merged, sources)
     problems += _apply_minimums(merged, sources, warnings, strict=strict)
     try:
         config = DynamicConfig.model_validate(merged)
     except ValidationError as exc:
         problems += problems_from(exc, lambda path: _locate(sources, path), lambda path: _timing_note(sources, path))
         config = None
+    if config is not None and config.failsafe_mode:
+        key, source = _locate(sources, ("failsafe_mode",))
+        why = ("not implemented by pgappliance yet (a DCS outage longer than retry_timeout demotes the primary): "
+               "leave it false")
+        if strict:
+            problems.append(Problem(key, source, why))
+        else:
+            warnings.append(f"{key} ({source}): not applied: {why}")
     if problems or config is None:
         raise ConfigError(problems)
     flat: dict[str, str] = {}
@@ -108,6 +118,29 @@ def check_dynamic(doc: Mapping[str, Any], origin: Origin, *, strict: bool) -> Dy
         display, source = _find(sources, key) if _has(sources, key) else (key, "default")
         flat[key] = source if display == key else f"{source} ({display})"
     return DynamicResult(config, flat, tuple(warnings))
+
+
+_BOOL_TEXT = {"true": True, "on": True, "yes": True, "1": True, "false": False, "off": False, "no": False, "0": False}
+
+
+def _coerce_strings(merged: Tree, sources: Origin) -> list[str]:
+    """A DCS document written by another tool may hold "30" or "on": read them as Patroni does (our
+    own writes refuse them, so they never come from us), each with a warning."""
+    warnings = []
+    for key, field in DynamicConfig.model_fields.items():
+        value = merged.get(key)
+        if not isinstance(value, str):
+            continue
+        text = value.strip().lower()
+        if field.annotation is int and text.lstrip("-").isdigit():
+            merged[key] = int(text)
+        elif field.annotation is bool and text in _BOOL_TEXT:
+            merged[key] = _BOOL_TEXT[text]
+        else:
+            continue
+        name, source = _locate(sources, (key,))
+        warnings.append(f"{name} ({source}): the string {value!r} read as {merged[key]!r}")
+    return warnings
 
 
 def _has(sources: Origin, key: str) -> bool:

@@ -6,7 +6,7 @@ import ipaddress
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
 # PostgreSQL parameters that must be equal (or larger on replicas) cluster-wide: dynamic only.
 CLUSTER_WIDE_PARAMETERS: dict[str, Any] = {
@@ -28,6 +28,7 @@ CLUSTER_WIDE_MINIMUMS: dict[str, int] = {
     "max_worker_processes": 2,
 }
 DEFAULT_ETCD_USER = "appliance"
+MAX_LAG = 2**53  # bytes: the largest integer a JSON reader keeps exact
 # Top-level dynamic keys that only the DCS may set (a local value only seeds bootstrap.dcs).
 DYNAMIC_ONLY_KEYS = ("ttl", "loop_wait", "retry_timeout")
 
@@ -87,20 +88,22 @@ class DynamicConfig(_Strict):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    ttl: int = Field(default=5, ge=2)
-    loop_wait: int = Field(default=1, ge=1)
-    retry_timeout: int = Field(default=2, ge=1)
-    maximum_lag_on_failover: int = Field(default=1048576, ge=0)
-    maximum_lag_on_syncnode: int = -1
-    primary_start_timeout: int = Field(default=30, ge=0)
-    primary_stop_timeout: int = Field(default=0, ge=0)
-    synchronous_mode: bool = False
-    synchronous_mode_strict: bool = False
-    synchronous_node_count: int = Field(default=1, ge=1)
-    check_timeline: bool = False
-    max_timelines_history: int = Field(default=0, ge=0)
-    pause: bool = False
-    failsafe_mode: bool = False
+    # Bounds (docs/configuration.md): beyond them a value cannot be acted on (etcd refuses the
+    # lease, a loop that sleeps for days is no HA) and is refused before anything is written.
+    ttl: StrictInt = Field(default=5, ge=2, le=3600)
+    loop_wait: StrictInt = Field(default=1, ge=1, le=600)
+    retry_timeout: StrictInt = Field(default=2, ge=1, le=1800)
+    maximum_lag_on_failover: StrictInt = Field(default=1048576, ge=0, le=MAX_LAG)
+    maximum_lag_on_syncnode: StrictInt = Field(default=-1, ge=-1, le=MAX_LAG)
+    primary_start_timeout: StrictInt = Field(default=30, ge=0, le=86400)
+    primary_stop_timeout: StrictInt = Field(default=0, ge=0, le=86400)
+    synchronous_mode: StrictBool = False
+    synchronous_mode_strict: StrictBool = False
+    synchronous_node_count: StrictInt = Field(default=1, ge=1, le=32)
+    check_timeline: StrictBool = False
+    max_timelines_history: StrictInt = Field(default=0, ge=0, le=1_000_000)
+    pause: StrictBool = False
+    failsafe_mode: StrictBool = False
     postgresql: DynamicPostgresql = DynamicPostgresql()
 
     @model_validator(mode="after")

@@ -108,6 +108,7 @@ class StartPostgres(Action):
 class Promote(Action):
     strict_sync: bool = False  # keep commits blocked until a sync standby is confirmed
     history: tuple[HistoryEntry, ...] = ()  # the cluster's history so far, extended after promotion
+    keep_history: int = 0  # max_timelines_history: the newest entries kept (0: all)
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,8 @@ class ReconcileConfig(Action):
 @dataclass(frozen=True)
 class RestartPostgres(Action):
     """Long job: fast stop, then start again in the same role (the lock is kept meanwhile)."""
+
+    timeout: float | None = None  # POST /restart's timeout: how long to wait for connections
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,7 @@ def _leader_race(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[
         return [a.AcquireLeader("running primary re-takes the free leader key")]
     return [a.AcquireLeader("leader key is free and this node is the healthiest"),
             a.Promote("won the leader race", strict_sync=cfg.synchronous_mode and cfg.synchronous_mode_strict,
-                      history=view.history)]
+                      history=view.history, keep_history=cfg.max_timelines_history)]
 
 
 def _as_leader(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[a.Action]:
@@ -170,7 +170,7 @@ def _as_leader(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[a.
             return [*acts, a.Wait("paused: holding the lock as a replica, not promoting")]
         strict = cfg.synchronous_mode and cfg.synchronous_mode_strict
         return [*acts, a.Promote("holding the leader key while running as a replica", strict_sync=strict,
-                                 history=view.history)]
+                                 history=view.history, keep_history=cfg.max_timelines_history)]
     if not view.initialize and local.sysid:
         acts.append(a.SetInitialize("record the system identifier", sysid=local.sysid))
     if view.config is None:

@@ -37,6 +37,9 @@ def plan_intent(kind: str, view: ClusterView | None, local: LocalState,
     if kind == "reload":
         return IntentPlan((a.ReloadConfig("operator asked for a reload"),))
     if local.job is not None:
+        if kind == "reinitialize" and (params or {}).get("force"):
+            return IntentPlan(refused=f"{local.job} already in progress, and force cannot cancel it: a running job "
+                                      "is never interrupted half-way; it ends at its own deadline, then retry")
         return IntentPlan(refused=f"{local.job} already in progress")
     if kind == "restart":
         if not local.running:
@@ -44,7 +47,9 @@ def plan_intent(kind: str, view: ClusterView | None, local: LocalState,
         why = _restart_conditions(params or {}, local)
         if why:
             return IntentPlan(refused=why)
-        return IntentPlan((a.RestartPostgres("operator asked for a restart"),))
+        timeout = (params or {}).get("timeout")
+        return IntentPlan((a.RestartPostgres("operator asked for a restart",
+                                             timeout=float(timeout) if timeout else None),))
     if kind == "reinitialize":
         if view is None:
             return IntentPlan(refused="DCS unreachable: cannot find the leader to clone from")

@@ -87,7 +87,10 @@ class HaSettings:
     loop_wait: int = 1
     retry_timeout: int = 2
     maximum_lag_on_failover: int = 1048576
+    maximum_lag_on_syncnode: int = -1
     primary_start_timeout: int = 30
+    primary_stop_timeout: int = 0
+    max_timelines_history: int = 0
     synchronous_mode: bool = False
     synchronous_mode_strict: bool = False
     synchronous_node_count: int = 1

@@ -24,18 +24,32 @@ def format_ssn(names: tuple[str, ...], count: int) -> str:
     return f"FIRST {min(count, len(names))} ({quoted})"
 
 
+def lagging_standbys(local: LocalState, cfg: HaSettings) -> set[str]:
+    """Standbys more than maximum_lag_on_syncnode bytes behind (Patroni's reference: the most
+    advanced standby when there are several, else the primary's WAL position); none when it is -1."""
+    if cfg.maximum_lag_on_syncnode < 0:
+        return set()
+    flushed = {c.application_name: c.flush_lsn for c in local.replication if c.flush_lsn is not None}
+    reference = max(flushed.values()) if len(flushed) > 1 else local.wal_position
+    if reference is None:
+        return set()
+    return {name for name, lsn in flushed.items() if reference - lsn > cfg.maximum_lag_on_syncnode}
+
+
 def desired_standbys(view: ClusterView, local: LocalState, cfg: HaSettings) -> tuple[str, ...]:
-    """Streaming replicas that are members, not tagged nosync; the first n are wanted, current
-    synchronous standbys first, so that a replica (re)joining never displaces a healthy one (which
-    would leave the sync key empty, and no one eligible, for a loop or two)."""
+    """Streaming replicas that are members, not tagged nosync; the first n are wanted: healthy ones
+    before those lagging beyond maximum_lag_on_syncnode (swapped out when a healthy one is there),
+    then current synchronous standbys first, so that a replica (re)joining never displaces a healthy
+    one (which would leave the sync key empty, and no one eligible, for a loop or two)."""
     current = set(view.sync.sync_standby) if (view.sync is not None and view.sync.leader == local.name) else set()
+    lagging = lagging_standbys(local, cfg)
     candidates = []
     for conn in local.replication:
         member = view.member(conn.application_name)
         if member is None or member.nosync or conn.state != "streaming":
             continue
         candidates.append(conn.application_name)
-    ranked = sorted(candidates, key=lambda name: (name not in current, name))
+    ranked = sorted(candidates, key=lambda name: (name in lagging, name not in current, name))
     return tuple(sorted(ranked[: cfg.synchronous_node_count]))
 
 

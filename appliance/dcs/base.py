@@ -36,6 +36,16 @@ class DCS(Protocol):
         """Use ``ttl`` for the next lease grant (the current lease is revoked lazily)."""
         ...
 
+    @property
+    def lease_ttl(self) -> int:
+        """The TTL of the lease in effect (the requested one until a lease is granted): the loop must
+        renew within it, whatever a new ``ttl`` says until the next grant."""
+        ...
+
+    def set_retry_timeout(self, seconds: float) -> None:
+        """The budget of each later request (dynamic retry_timeout)."""
+        ...
+
     def touch_member(self, member: Member) -> None:
         """Put ``members/<name>`` (JSON) on the session lease; skipped when unchanged."""
         ...

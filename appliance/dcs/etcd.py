@@ -154,3 +154,6 @@ class EtcdDCS(KVSession):
         prefix = cluster_prefix(namespace, scope)
         self.transport = EtcdTransport(hosts, retry_timeout, clock, username, password, tls)
         super().__init__(EtcdBackend(self.transport, prefix), prefix, name, ttl)
+
+    def set_retry_timeout(self, seconds: float) -> None:
+        self.transport.set_retry_timeout(seconds)

@@ -185,6 +185,12 @@ class EtcdTransport:
         self._closed = False
         self._listeners: list[Callable[[int], None]] = []
 
+    def set_retry_timeout(self, seconds: float) -> None:
+        """A new budget for the next requests (the dynamic retry_timeout changed)."""
+        with self._lock:
+            self.retry_timeout = float(seconds)
+            self.request_timeout = max(MIN_REQUEST_TIMEOUT, self.retry_timeout / len(self.endpoints))
+
     @property
     def targets(self) -> list[str]:
         return [ep.target for ep in self.endpoints]

@@ -65,6 +65,14 @@ class KVSession:
                 log.warning("etcd lease %x has expired; granting a new one", self._lease)
             return self._grant()
 
+    @property
+    def lease_ttl(self) -> int:
+        with self._lock:
+            return self._lease_ttl if self._lease is not None else self._ttl
+
+    def set_retry_timeout(self, seconds: float) -> None:
+        """Backends without a request budget of their own (the in-memory store) ignore it."""
+
     def set_ttl(self, ttl: int) -> None:
         if ttl < 1:
             raise ValueError(f"ttl must be >= 1 second, got {ttl}")

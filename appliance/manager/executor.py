@@ -25,8 +25,10 @@ class Executor:
 
     def __init__(self, dcs: DCS, ops: PgOps, jobs: JobRunner, events: EventLog,
                  seed_config: Callable[[], dict[str, Any]], wake: Callable[[], None],
-                 reload_config: Callable[[], bool] = lambda: True) -> None:
+                 reload_config: Callable[[], bool] = lambda: True,
+                 stop_kill_after: Callable[[], float | None] = lambda: None) -> None:
         self.dcs = dcs
+        self.stop_kill_after = stop_kill_after
         self.ops = ops
         self.jobs = jobs
         self.events = events
@@ -136,6 +138,8 @@ class Executor:
         ok = self.ops.promote(strict_sync=act.strict_sync)
         if ok:
             history = self.ops.timeline_history(act.history, self.dcs.name)
+            if act.keep_history > 0:
+                history = history[-act.keep_history:]  # Patroni's max_timelines_history
             if history and history != act.history:
                 self.dcs.write_history(history)
             self.events.emit("promoted", act.reason, timeline=history[-1].timeline + 1 if history else None)
@@ -145,7 +149,7 @@ class Executor:
         graceful = act.mode is a.DemoteMode.GRACEFUL
         if graceful:
             self.ops.checkpoint()  # while still serving, so that the shutdown checkpoint is short
-        stopped = self.ops.stop(mode="fast" if graceful else "immediate")
+        stopped = self.ops.stop(mode="fast" if graceful else "immediate", kill_after=self.stop_kill_after())
         self.events.emit("demoted", act.reason, mode=act.mode.value, stopped=stopped)
         if stopped and act.release:
             self.dcs.release_leader()
@@ -162,7 +166,7 @@ class Executor:
         return self.ops.set_sync_standby_names(act.value)
 
     def _do_RestartPostgres(self, act: a.RestartPostgres) -> bool:
-        return self.jobs.start("restart", self.ops.restart, self.wake)
+        return self.jobs.start("restart", lambda: self.ops.restart(act.timeout), self.wake)
 
     def _do_ReloadConfig(self, act: a.ReloadConfig) -> bool:
         return self.reload_config()

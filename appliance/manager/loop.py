@@ -9,8 +9,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from appliance.config.errors import ConfigError
+from appliance.config.errors import ConfigError, Problem
 from appliance.config.layering import Effective, LocalLayers, bootstrap_dynamic, build_local, load_local, resolve
+from appliance.config.schema import LocalConfig
 from appliance.config.security import insecure_channels
 from appliance.core import actions as a
 from appliance.core.decide import decide
@@ -18,6 +19,7 @@ from appliance.core.intents import plan_intent
 from appliance.core.model import ClusterView, Member, Role
 from appliance.core.state import HaSettings, JobResult, LocalState, PeerStatus
 from appliance.core.switchover import scheduled_epoch
+from appliance.core.timing import safe_loop_wait
 from appliance.dcs.base import DCS, DCSError
 from appliance.manager.channel import write_state
 from appliance.manager.events import EventLog
@@ -29,10 +31,12 @@ from appliance.manager.pgops import PgOps
 from appliance.manager.publish import member_value, state_doc
 from appliance.manager.settings import api_url, ha_settings
 from appliance.postgres.status import PgStatus
+from appliance.postgres.validate import check_dynamic
 
 log = logging.getLogger(__name__)
 
 PeerFetcher = Callable[[list[Member]], tuple[PeerStatus, ...]]
+DynamicCheck = Callable[[dict[str, Any], LocalConfig, str], list[Problem]]
 
 
 class Manager:
@@ -53,8 +57,11 @@ class Manager:
         self.effective: Effective = resolve(layers, None)
         self.ha: HaSettings = ha_settings(self.effective.dynamic, self.effective.local)
         self._config_error: str | None = None
+        self._rejected: dict[str, Any] | None = None
+        # Parameters and pg_hba of a DCS document, checked by this PostgreSQL before they are applied.
+        self.check_dynamic: DynamicCheck = check_dynamic
         self.executor = Executor(dcs, ops, self.jobs, self.events, lambda: bootstrap_dynamic(self.layers),
-                                 self._wake.set, self.reload_config)
+                                 self._wake.set, self.reload_config, self._stop_kill_after)
         self.lease_ok_at: float | None = None
         self.dcs_last_seen: float | None = None
         self.holds_lock = False
@@ -71,6 +78,11 @@ class Manager:
         self.last_loop_seconds = 0.0
         self.dcs_errors = 0
         self.dcs_rtt: float | None = None
+
+    def _stop_kill_after(self) -> float | None:
+        """primary_stop_timeout applies in synchronous mode only, as in Patroni (0: off)."""
+        timeout = self.ha.primary_stop_timeout
+        return float(timeout) if self.ha.synchronous_mode and timeout > 0 else None
 
     @property
     def name(self) -> str:
@@ -96,20 +108,27 @@ class Manager:
         return view
 
     def _apply_dynamic(self, config: dict[str, Any]) -> None:
+        if self._config_error is not None and config == self._rejected:
+            return  # the same document again: still rejected, already reported
         try:
             effective = resolve(self.layers, config)
+            if effective != self.effective:
+                problems = self.check_dynamic(config, effective.local, "dcs config")
+                if problems:
+                    raise ConfigError(problems)
         except ConfigError as exc:
             if str(exc) != self._config_error:
                 self.events.emit("config_error", f"dynamic config rejected, keeping the last good one: {exc}",
                                  level=logging.ERROR)
-            self._config_error = str(exc)
+            self._config_error, self._rejected = str(exc), dict(config)
             return
-        self._config_error = None
+        self._config_error = self._rejected = None
         if effective == self.effective:
             return
         self.effective = effective
         self.ha = ha_settings(effective.dynamic, effective.local)
-        self.dcs.set_ttl(self.ha.ttl)
+        self.dcs.set_ttl(self.ha.ttl)  # the next keepalive grants a lease with it (see next_wait)
+        self.dcs.set_retry_timeout(self.ha.retry_timeout)
         self.ops.set_parameters(effective.postgresql_parameters)
 
     def observe(self) -> tuple[ClusterView | None, LocalState, PgStatus]:
@@ -274,15 +293,20 @@ class Manager:
         doc["scheduled_restart"] = self.scheduled_restart
         doc["patroni_doc"]["scheduled_restart"] = self.scheduled_restart
         doc["insecure"] = doc["patroni_doc"]["insecure_channels"] = list(insecure_channels(local))
+        # A DCS config this node cannot apply: it runs on the last good one and says why.
+        doc["config_rejected"] = doc["patroni_doc"]["config_rejected"] = self._config_error
         try:
             write_state(local.appliance.run_dir, doc)
         except OSError as exc:
             log.error("cannot write the state file for the API: %s", exc)
 
     # --- forever ---------------------------------------------------------------------------------
+    def next_wait(self) -> float:
+        return safe_loop_wait(self.ha.loop_wait, self.dcs.lease_ttl, self.ha.retry_timeout)
+
     def wait_next(self) -> None:
-        """Sleep up to loop_wait; a DCS watch event or a finished job wakes us early."""
-        deadline = self.clock() + self.ha.loop_wait
+        """Sleep up to next_wait(); a DCS watch event or a finished job wakes us early."""
+        deadline = self.clock() + self.next_wait()
         while not self._wake.is_set():
             remaining = deadline - self.clock()
             if remaining <= 0:

@@ -27,10 +27,14 @@ EXIT_FATAL = 3
 
 
 def build(config_path: str | None) -> Manager:
-    from appliance.config.layering import resolve
+    from appliance.config.layering import bootstrap_dynamic, resolve
+    from appliance.postgres.validate import check_local
 
     layers, local = load_node_config(config_path)
     insecure = check_security(layers, local)
+    problems = check_local(local, layers.provenance, bootstrap_dcs=bootstrap_dynamic(layers))
+    if problems:
+        raise ConfigError(problems)
     effective = resolve(layers, None)
     setup_logging(local.appliance.log_level, local.appliance.log_format, name=f"[{local.name}]")
     for warning in insecure:

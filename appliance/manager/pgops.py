@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -168,20 +170,35 @@ class PgOps:
         return {}
 
     # --- lifecycle (jobs) ----------------------------------------------------------------------
-    def start(self, *, primary: bool, upstream: Member | None) -> tuple[bool, str]:
+    def start(self, *, primary: bool, upstream: Member | None, timeout: float | None = None) -> tuple[bool, str]:
         self._write(standby=not primary, upstream=upstream)
         self._upstream = upstream if not primary else None
-        ok = self.control.start(timeout=self.start_timeout)
-        return ok, "" if ok else "PostgreSQL did not start; see its log"
+        wait = self.start_timeout if timeout is None else timeout
+        ok = self.control.start(timeout=wait)
+        return ok, "" if ok else f"PostgreSQL did not accept connections within {wait:.0f}s; see its log"
 
-    def restart(self) -> tuple[bool, str]:
+    def restart(self, timeout: float | None = None) -> tuple[bool, str]:
+        """Fast stop and start; ``timeout`` (POST /restart's) bounds the wait for connections."""
         primary = self.control.status().role == "primary"
         if not self.stop("fast"):
             return False, "PostgreSQL did not stop"
-        return self.start(primary=primary, upstream=None if primary else self._upstream)
+        return self.start(primary=primary, upstream=None if primary else self._upstream, timeout=timeout)
 
-    def stop(self, mode: str = "fast") -> bool:
-        return self.control.stop(mode=mode, timeout=self.stop_timeout)
+    def stop(self, mode: str = "fast", kill_after: float | None = None) -> bool:
+        """Stop PostgreSQL; with ``kill_after`` (primary_stop_timeout), a stop still running after that
+        many seconds is cut short: immediate shutdown, then SIGKILL of the postmaster (Patroni's rule)."""
+        if kill_after is None:
+            return self.control.stop(mode=mode, timeout=self.stop_timeout)
+        if self.control.stop(mode=mode, timeout=kill_after):
+            return True
+        log.warning("PostgreSQL did not stop within primary_stop_timeout=%.0fs: stopping it immediately", kill_after)
+        if self.control.stop(mode="immediate", timeout=5):
+            return True
+        pid = self.control.postmaster_pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return not self.control.is_running()
 
     def checkpoint(self) -> None:
         try:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from appliance.postgres.hba import compose
+
 DEFAULT_BIN_DIR = "/usr/lib/postgresql/15/bin"
 DEFAULT_SOCKET_DIR = "/var/run/postgresql"
 DEFAULT_INITDB_OPTIONS = ("--data-checksums", "--encoding=UTF8")
@@ -197,9 +199,9 @@ class PgConfig:
 
     @property
     def hba_lines(self) -> tuple[str, ...]:
-        if self.pg_hba is not None:
-            return self.pg_hba
-        return default_pg_hba(self.replication.username, ssl=self.server_tls is not None)
+        """The operator's pg_hba lines (or the default ones) behind the lines the appliance keeps."""
+        ssl = self.server_tls is not None
+        return compose(self.pg_hba, self.replication.username, ssl, default_pg_hba(self.replication.username, ssl))
 
     @property
     def conn_url(self) -> str:

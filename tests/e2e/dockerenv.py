@@ -209,9 +209,11 @@ class Project:
         ip = self.ip(node)
         if ip is None:
             raise psycopg.OperationalError(f"{node} has no address on {self.network}")
+        # Through HAProxy (TLS passes through) the certificate is whichever node's it routes to: the
+        # CA is verified there; straight to a node, its name too.
         return psycopg.connect(host=ip, port=port, user="postgres", password=self.password,
                                dbname=dbname or self.dbname, connect_timeout=timeout, autocommit=True,
-                               sslmode="verify-full", sslrootcert=self.ca_file)
+                               sslmode="verify-full" if port == 5432 else "verify-ca", sslrootcert=self.ca_file)
 
     def query(self, node: str, sql: str, port: int = 5000, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.connect(node, port) as conn:

@@ -60,6 +60,11 @@ def api(cluster: DemoCluster, node: str, method: str, path: str, body: Any = Non
     return answer.status, answer.body.decode()
 
 
+def err(text: str) -> str:
+    """The message of an error answer (every 4xx/5xx is JSON {"error", "field"})."""
+    return str(json.loads(text)["error"])
+
+
 def patroni(cluster: DemoCluster, node: str) -> dict[str, Any]:
     doc = api_get(cluster, node, "/patroni")
     assert isinstance(doc, dict)
@@ -139,7 +144,8 @@ def test_delete_a_scheduled_switchover(cluster: DemoCluster) -> None:
     at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     assert api(cluster, primary, "POST", "/switchover", {"leader": primary, "scheduled_at": at})[0] == 202
     assert api(cluster, primary, "DELETE", "/switchover") == (200, "scheduled switchover deleted")
-    assert api(cluster, primary, "DELETE", "/switchover") == (404, "no switchover is scheduled")
+    code, text = api(cluster, primary, "DELETE", "/switchover")
+    assert (code, err(text)) == (404, "no switchover is scheduled")
     assert read_view(cluster).failover is None
 
 
@@ -178,7 +184,7 @@ def test_restart_pending_after_a_restart_requiring_change(cluster: DemoCluster) 
         wait_until(f"pending_restart on {node}",
                    partial(lambda n: patroni(cluster, n).get("pending_restart"), node), 20)
     code, text = api(cluster, first, "POST", "/restart", {"role": "primary"})
-    assert code == 503 and text.startswith("restart conditions are not satisfied: host role mismatch")
+    assert code == 503 and err(text).startswith("restart conditions are not satisfied: host role mismatch")
     # Raising a shared-memory setting: replicas first, then the primary.
     for node in (first, second, primary):
         started = patroni(cluster, node)["postmaster_start_time"]
@@ -190,7 +196,7 @@ def test_restart_pending_after_a_restart_requiring_change(cluster: DemoCluster) 
         wait_until(f"{node} restarted and no longer pending", restarted, 30)
         assert sql(cluster.node_dsn(node), "SHOW max_connections")[0][0] == "120"
     code, text = api(cluster, first, "POST", "/restart", {"restart_pending": True})
-    assert code == 503 and "pending restart flag is not set" in text
+    assert code == 503 and "pending restart flag is not set" in err(text)
     settled(cluster, primary)
 
 
@@ -199,7 +205,8 @@ def test_restart_pending_after_a_restart_requiring_change(cluster: DemoCluster) 
 def test_reinitialize_a_replica(cluster: DemoCluster) -> None:
     primary = settled(cluster)
     target = replicas(cluster, primary)[-1]
-    assert api(cluster, primary, "POST", "/reinitialize") == (503, "I am the leader, can not reinitialize")
+    code, text = api(cluster, primary, "POST", "/reinitialize")
+    assert (code, err(text)) == (503, "I am the leader, can not reinitialize")
     marker = cluster.layout.data_dir(target) / "reinit-marker"
     marker.write_text("wiped by a re-clone\n")
     started = patroni(cluster, target)["postmaster_start_time"]
@@ -276,7 +283,7 @@ def test_https_with_basic_auth(tls_api: tuple[str, Path]) -> None:
     assert call(base + "/reload", "POST", context=context)[0] == 401
     auth = {"Authorization": "Basic YWRtaW46czNjcmV0"}  # admin:s3cret
     code, text = call(base + "/reload", "POST", headers=auth, context=context)
-    assert code == 503 and "manager" in text  # authenticated; no manager runs here, so nothing is queued
+    assert code == 503 and "manager" in err(text)  # authenticated; no manager runs here, so nothing is queued
     assert call(base + "/openapi.json", context=context)[0] == 200
     with pytest.raises(OSError):  # plain HTTP to the HTTPS port
         call(base.replace("https", "http") + "/patroni", timeout=2)

@@ -155,3 +155,14 @@ def make_app(tmp_path: Path, cluster: Cluster | None = None, manager: FakeManage
 
 def client_for(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+def said(resp: Any) -> str:
+    """What an answer says: Patroni's text for a success, the ``error`` of the JSON body of an error
+    (every 4xx/5xx of the API is ``{"error": ..., "field": ...}``)."""
+    if resp.status_code >= 400:
+        assert resp.is_json, f"{resp.status_code} is not JSON: {resp.get_data(as_text=True)!r}"
+        doc = resp.get_json()
+        assert "error" in doc and "field" in doc, doc
+        return str(doc["error"])
+    return str(resp.get_data(as_text=True))

@@ -23,6 +23,7 @@ from tests.unit.api_fakes import (
     FakeManager,
     make_app,
     member,
+    said,
     standard_cluster,
     state,
 )
@@ -65,7 +66,7 @@ def test_refusals_before_the_feasibility_check(tmp_path: Path, path: str, body: 
     before = cluster.raw()
     client, _ = client_of(tmp_path, cluster)
     resp = post(client, path, body)
-    assert (resp.status_code, resp.get_data(as_text=True)) == (code, message)
+    assert (resp.status_code, said(resp)) == (code, message)
     assert cluster.raw() == before
 
 
@@ -78,7 +79,7 @@ def test_paused_refusals(tmp_path: Path, body: dict[str, Any], message: str) -> 
     cluster = standard_cluster({**CONFIG, "pause": True})
     client, _ = client_of(tmp_path, cluster)
     resp = post(client, "/switchover", body)
-    assert (resp.status_code, resp.get_data(as_text=True)) == (400, message)
+    assert (resp.status_code, said(resp)) == (400, message)
     assert failover_key(cluster) is None
 
 
@@ -173,7 +174,7 @@ def test_a_live_answer_outweighs_a_stale_member_key(tmp_path: Path) -> None:
 
     client, _ = client_of(tmp_path, cluster, probe=probe, clock=carry_out(cluster, "node2", []))
     resp = post(client, "/switchover", {"leader": "node1", "candidate": "node2"})
-    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert resp.status_code == 200, said(resp)
 
 
 def test_an_idle_leader_after_a_segment_switch_is_not_16_mb_ahead(tmp_path: Path) -> None:
@@ -188,7 +189,7 @@ def test_an_idle_leader_after_a_segment_switch_is_not_16_mb_ahead(tmp_path: Path
     resp = post(client, "/switchover", {"leader": "node1", "candidate": "node3"})
     assert refusal(resp)[2] == {"node3": "lag 17 MB exceeds maximum_lag_on_failover (1 MB)"}
     resp = post(client, "/switchover", {"leader": "node1", "candidate": "node2"})
-    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert resp.status_code == 200, said(resp)
 
 
 def test_human_bytes() -> None:
@@ -227,7 +228,7 @@ def test_immediate_switchover_writes_the_key_and_waits_for_the_new_leader(tmp_pa
     seen: list[dict[str, Any] | None] = []
     client, _ = client_of(tmp_path, cluster, clock=carry_out(cluster, "node2", seen))
     resp = post(client, "/switchover", {"leader": "node1", "candidate": "node2"})
-    assert (resp.status_code, resp.get_data(as_text=True)) == (200, 'Successfully switched over to "node2"')
+    assert (resp.status_code, said(resp)) == (200, 'Successfully switched over to "node2"')
     assert seen == [{"leader": "node1", "member": "node2"}]  # Patroni's format, no scheduled_at
 
 
@@ -235,7 +236,7 @@ def test_switchover_to_another_node_than_asked(tmp_path: Path) -> None:
     cluster = standard_cluster()
     client, _ = client_of(tmp_path, cluster, clock=carry_out(cluster, "node3", []))
     resp = post(client, "/switchover", {"leader": "node1", "candidate": "node2"})
-    assert (resp.status_code, resp.get_data(as_text=True)) == (200, 'Switched over to "node3" instead of "node2"')
+    assert (resp.status_code, said(resp)) == (200, 'Switched over to "node3" instead of "node2"')
 
 
 def test_switchover_failed_when_the_key_is_cleared_and_the_leader_stays(tmp_path: Path) -> None:
@@ -246,7 +247,7 @@ def test_switchover_failed_when_the_key_is_cleared_and_the_leader_stays(tmp_path
     client, _ = client_of(tmp_path, cluster, manager=mgr, clock=carry_out(cluster, None, []))
     resp = post(client, "/switchover", {"leader": "node1", "candidate": "node2"})
     assert resp.status_code == 503
-    assert resp.get_data(as_text=True) == "Switchover failed: switchover cancelled: candidate node2 is stopped"
+    assert said(resp) == "Switchover failed: switchover cancelled: candidate node2 is stopped"
 
 
 def test_switchover_status_unknown_after_twice_max_10_loop_wait(tmp_path: Path) -> None:
@@ -254,7 +255,7 @@ def test_switchover_status_unknown_after_twice_max_10_loop_wait(tmp_path: Path) 
     clock = Clock()
     client, _ = client_of(tmp_path, cluster, clock=clock)
     resp = post(client, "/switchover", {"leader": "node1"})
-    assert (resp.status_code, resp.get_data(as_text=True)) == (503, "Switchover status unknown")
+    assert (resp.status_code, said(resp)) == (503, "Switchover status unknown")
     assert clock.now - 1000.0 == pytest.approx(20.0, abs=0.3)  # 2 * max(10, loop_wait=1)
     assert clock.sleeps == 80  # one DCS read per 0.25 s
 
@@ -264,7 +265,7 @@ def test_scheduled_switchover(tmp_path: Path) -> None:
     client, _ = client_of(tmp_path, cluster)
     resp = post(client, "/switchover", {"leader": "node1", "candidate": "node2",
                                         "scheduled_at": "2026-01-01T00:10:00Z"})
-    assert (resp.status_code, resp.get_data(as_text=True)) == (202, "Switchover scheduled")
+    assert (resp.status_code, said(resp)) == (202, "Switchover scheduled")
     assert failover_key(cluster) == {"leader": "node1", "member": "node2",
                                      "scheduled_at": "2026-01-01T00:10:00+00:00"}
 
@@ -274,7 +275,7 @@ def test_failover_to_a_named_member_without_a_leader(tmp_path: Path) -> None:
     seen: list[dict[str, Any] | None] = []
     client, _ = client_of(tmp_path, cluster, clock=carry_out(cluster, "node3", seen))
     resp = post(client, "/failover", {"candidate": "node3"})
-    assert (resp.status_code, resp.get_data(as_text=True)) == (200, 'Successfully failed over to "node3"')
+    assert (resp.status_code, said(resp)) == (200, 'Successfully failed over to "node3"')
     assert seen == [{"member": "node3"}]
 
 
@@ -282,7 +283,7 @@ def test_failover_naming_the_leader_is_a_switchover(tmp_path: Path) -> None:
     cluster = standard_cluster()
     client, _ = client_of(tmp_path, cluster, clock=carry_out(cluster, "node2", []))
     resp = post(client, "/failover", {"leader": "node1", "candidate": "node2"})
-    assert resp.get_data(as_text=True) == 'Successfully switched over to "node2"'
+    assert said(resp) == 'Successfully switched over to "node2"'
 
 
 class _BrokenWrites:
@@ -313,7 +314,7 @@ def test_failover_key_write_failure_is_503(tmp_path: Path) -> None:
     app, _ = make_app(tmp_path)
     app.config["API_CONTEXT"].dcs = _BrokenWrites(cluster)
     resp = post(app.test_client(), "/switchover", {"leader": "node1", "candidate": "node2"})
-    assert (resp.status_code, resp.get_data(as_text=True)) == (503, "failed to write failover key into DCS")
+    assert (resp.status_code, said(resp)) == (503, "failed to write failover key into DCS")
 
 
 def test_dcs_unreachable_is_503_and_changes_nothing(tmp_path: Path) -> None:
@@ -321,7 +322,7 @@ def test_dcs_unreachable_is_503_and_changes_nothing(tmp_path: Path) -> None:
     cluster.store.available = False
     client, _ = client_of(tmp_path, cluster)
     resp = post(client, "/switchover", {"leader": "node1", "candidate": "node2"})
-    assert resp.status_code == 503 and resp.get_data(as_text=True).startswith("DCS unreachable")
+    assert resp.status_code == 503 and said(resp).startswith("DCS unreachable")
 
 
 def test_delete_switchover(tmp_path: Path) -> None:
@@ -330,7 +331,7 @@ def test_delete_switchover(tmp_path: Path) -> None:
     assert client.delete("/switchover").status_code == 404
     cluster.node("node1").write_failover(Failover("node1", "node2", "2030-01-01T00:00:00+00:00"), None)
     resp = client.delete("/switchover")
-    assert (resp.status_code, resp.get_data(as_text=True)) == (200, "scheduled switchover deleted")
+    assert (resp.status_code, said(resp)) == (200, "scheduled switchover deleted")
     assert failover_key(cluster) is None
 
 
@@ -368,7 +369,7 @@ def test_bad_switchover_bodies(tmp_path: Path, data: bytes | None, code: int, fi
 def test_restart_now(tmp_path: Path) -> None:
     client, mgr = client_of(tmp_path)
     resp = post(client, "/restart", {"role": "primary", "postgres_version": "15.9", "timeout": "30s"})
-    assert (resp.status_code, resp.get_data(as_text=True)) == (200, "restarted successfully")
+    assert (resp.status_code, said(resp)) == (200, "restarted successfully")
     (intent,) = mgr.taken
     assert (intent.kind, intent.params) == ("restart", {"role": "primary", "postgres_version": "15.9", "timeout": 30.0})
     assert post(client, "/restart").status_code == 200  # no body at all: restart unconditionally
@@ -382,7 +383,7 @@ def test_restart_failures_are_503_with_the_reason(tmp_path: Path, answer: tuple[
     mgr = FakeManager(str(tmp_path / "run"), answers={"restart": answer})
     client, _ = client_of(tmp_path, manager=mgr)
     resp = post(client, "/restart", {})
-    assert (resp.status_code, resp.get_data(as_text=True)) == (503, message)
+    assert (resp.status_code, said(resp)) == (503, message)
 
 
 @pytest.mark.parametrize(("body", "why"), [
@@ -394,7 +395,7 @@ def test_restart_conditions_not_met(tmp_path: Path, body: dict[str, Any], why: s
     client, mgr = client_of(tmp_path)
     resp = post(client, "/restart", body)
     assert resp.status_code == 503
-    assert resp.get_data(as_text=True).startswith(f"restart conditions are not satisfied: {why}")
+    assert said(resp).startswith(f"restart conditions are not satisfied: {why}")
     assert mgr.taken == [] and mgr.queued() == []
 
 
@@ -419,7 +420,7 @@ def test_restart_pending_when_the_flag_is_set(tmp_path: Path) -> None:
 def test_restart_bad_filters(tmp_path: Path, body: dict[str, Any], code: int, message: str) -> None:
     client, mgr = client_of(tmp_path)
     resp = post(client, "/restart", body)
-    assert (resp.status_code, resp.get_data(as_text=True)) == (code, message)
+    assert (resp.status_code, said(resp)) == (code, message)
     assert mgr.queued() == [] and mgr.taken == []
 
 
@@ -436,12 +437,12 @@ def test_scheduled_restart_and_its_deletion(tmp_path: Path) -> None:
     client, mgr = client_of(tmp_path)
     assert client.delete("/restart").status_code == 404
     resp = post(client, "/restart", {"schedule": "2026-01-01T00:05:00+00:00", "role": "primary"})
-    assert (resp.status_code, resp.get_data(as_text=True)) == (202, "Restart scheduled")
+    assert (resp.status_code, said(resp)) == (202, "Restart scheduled")
     assert mgr.taken[-1].params == {"schedule": "2026-01-01T00:05:00+00:00", "role": "primary"}
     resp = post(client, "/restart", {"schedule": "2026-01-01T00:06:00+00:00"})
-    assert (resp.status_code, resp.get_data(as_text=True)) == (409, "Another restart is already scheduled")
+    assert (resp.status_code, said(resp)) == (409, "Another restart is already scheduled")
     resp = client.delete("/restart")
-    assert (resp.status_code, resp.get_data(as_text=True)) == (200, "scheduled restart deleted")
+    assert (resp.status_code, said(resp)) == (200, "scheduled restart deleted")
     assert mgr.taken[-1].kind == "cancel_restart" and mgr.doc["scheduled_restart"] is None
 
 
@@ -449,7 +450,7 @@ def test_scheduled_restart_refused_while_paused(tmp_path: Path) -> None:
     mgr = FakeManager(str(tmp_path / "run"), doc=state(paused=True))
     client, _ = client_of(tmp_path, manager=mgr)
     resp = post(client, "/restart", {"schedule": "2026-01-01T00:05:00+00:00"})
-    assert (resp.status_code, resp.get_data(as_text=True)) == (500, "Can't schedule restart in the paused state")
+    assert (resp.status_code, said(resp)) == (500, "Can't schedule restart in the paused state")
 
 
 def test_a_dead_manager_gets_no_intent(tmp_path: Path) -> None:
@@ -457,7 +458,7 @@ def test_a_dead_manager_gets_no_intent(tmp_path: Path) -> None:
     client, _ = client_of(tmp_path, manager=mgr)
     for path in ("/restart", "/reload", "/reinitialize"):
         resp = post(client, path, {})
-        assert resp.status_code == 503 and "manager" in resp.get_data(as_text=True)
+        assert resp.status_code == 503 and "manager" in said(resp)
     assert mgr.queued() == [] and mgr.taken == []
 
 
@@ -465,7 +466,7 @@ def test_an_intent_the_manager_never_takes_is_withdrawn(tmp_path: Path) -> None:
     mgr = FakeManager(str(tmp_path / "run"), hung=True)
     client, _ = client_of(tmp_path, manager=mgr, pickup_wait=0.3)
     resp = post(client, "/reinitialize", {})
-    assert resp.status_code == 503 and "did not pick the request up" in resp.get_data(as_text=True)
+    assert resp.status_code == 503 and "did not pick the request up" in said(resp)
     assert mgr.queued() == []
 
 
@@ -473,7 +474,7 @@ def test_restart_still_starting_after_its_timeout(tmp_path: Path) -> None:
     mgr = FakeManager(str(tmp_path / "run"), answers={"restart": ("running", "")})
     client, _ = client_of(tmp_path, manager=mgr)
     resp = post(client, "/restart", {"timeout": 0.3})
-    assert (resp.status_code, resp.get_data(as_text=True)) == (503, "postgres is still starting")
+    assert (resp.status_code, said(resp)) == (503, "postgres is still starting")
 
 
 # --- reload and reinitialize ------------------------------------------------------------------------------
@@ -481,7 +482,7 @@ def test_restart_still_starting_after_its_timeout(tmp_path: Path) -> None:
 def test_reload(tmp_path: Path) -> None:
     client, mgr = client_of(tmp_path)
     resp = client.post("/reload")
-    assert (resp.status_code, resp.get_data(as_text=True)) == (202, "reload scheduled")
+    assert (resp.status_code, said(resp)) == (202, "reload scheduled")
     mgr.state()
     assert [i.kind for i in mgr.taken] == ["reload"]
 
@@ -490,7 +491,7 @@ def test_reinitialize(tmp_path: Path) -> None:
     mgr = FakeManager(str(tmp_path / "run"), doc=state(role="replica"), answers={"reinitialize": ("running", "")})
     client, _ = client_of(tmp_path, manager=mgr)
     resp = post(client, "/reinitialize", {"force": True, "from_leader": "yes"})
-    assert (resp.status_code, resp.get_data(as_text=True)) == (200, "reinitialize started")
+    assert (resp.status_code, said(resp)) == (200, "reinitialize started")
     assert mgr.taken[0].params == {"force": True, "from_leader": True}
 
 
@@ -499,7 +500,7 @@ def test_reinitialize_refused(tmp_path: Path) -> None:
     mgr = FakeManager(str(tmp_path / "run"), answers={"reinitialize": refused})
     client, _ = client_of(tmp_path, manager=mgr)
     resp = client.post("/reinitialize")
-    assert (resp.status_code, resp.get_data(as_text=True)) == (503, "I am the leader, can not reinitialize")
+    assert (resp.status_code, said(resp)) == (503, "I am the leader, can not reinitialize")
 
 
 @pytest.mark.parametrize("body", [{"force": "maybe"}, {"forced": True}])
@@ -545,7 +546,7 @@ def test_allowlist_comes_before_auth(tmp_path: Path) -> None:
     client, mgr = client_of(tmp_path, standard_cluster(), local=secured(allowlist=["10.1.0.0/16", "127.0.0.1"]))
     outsider = {"REMOTE_ADDR": "192.168.1.5"}
     resp = client.post("/reload", headers=basic("admin", "s3cret"), environ_base=outsider)
-    assert (resp.status_code, resp.get_data(as_text=True)) == (403, "Access is denied")
+    assert (resp.status_code, said(resp)) == (403, "Access is denied")
     assert mgr.queued() == []
     assert client.post("/reload", environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 401
     ok = client.post("/reload", headers=basic("admin", "s3cret"), environ_base={"REMOTE_ADDR": "10.1.2.3"})
@@ -564,7 +565,7 @@ def test_verify_client_wants_a_certificate(tmp_path: Path) -> None:
     local = node_config(certfile="/c.pem", cafile="/ca.pem", verify_client="optional")
     client, _ = client_of(tmp_path, local=local)
     resp = client.post("/reload")
-    assert (resp.status_code, resp.get_data(as_text=True)) == (403, "client certificate required")
+    assert (resp.status_code, said(resp)) == (403, "client certificate required")
     with_cert = {"appliance.peercert": {"subject": ((("commonName", "ops"),),)}}
     assert client.post("/reload", environ_base=with_cert).status_code == 202
 

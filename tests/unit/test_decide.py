@@ -299,3 +299,27 @@ def test_sync_keeps_a_healthy_standby_when_another_replica_joins() -> None:
     local = primary(replication=(conn("n2", "potential"), conn("n3", "sync", 2000)),
                     synchronous_standby_names='FIRST 1 ("n3")', ssn_set_lsn=1500)
     assert sync_kinds(view(sync=SyncState("n1", ("n3",))), local) == []
+
+
+# --- maximum_lag_on_syncnode, max_timelines_history ---------------------------------------------------
+
+@pytest.mark.parametrize(("limit", "flushes", "current", "wanted"), [
+    (-1, {"n2": 100, "n3": 5000}, ("n2",), ("n2",)),  # off: the current sync standby stays
+    (1000, {"n2": 100, "n3": 5000}, ("n2",), ("n3",)),  # n2 lags 4900 > 1000 behind n3: swapped
+    (1000, {"n2": 4500, "n3": 5000}, ("n2",), ("n2",)),  # within the limit: kept
+    (1000, {"n2": 100}, ("n2",), ("n2",)),  # lagging behind the primary but nobody better: kept
+])
+def test_a_sync_standby_lagging_beyond_the_limit_is_swapped_for_a_healthy_one(
+        limit: int, flushes: dict[str, int], current: tuple[str, ...], wanted: tuple[str, ...]) -> None:
+    from appliance.core.sync import desired_standbys
+
+    cfg = HaSettings(synchronous_mode=True, maximum_lag_on_syncnode=limit)
+    local = primary(wal_position=5000, replication=tuple(conn(n, flush=f) for n, f in flushes.items()))
+    assert desired_standbys(view(sync=SyncState("n1", current)), local, cfg) == wanted
+
+
+def test_promotion_carries_the_history_limit() -> None:
+    cfg = HaSettings(max_timelines_history=3)
+    acts = decide(view(leader=None), replica(peers=()), cfg)
+    promote = next(x for x in acts if isinstance(x, a.Promote))
+    assert promote.keep_history == 3

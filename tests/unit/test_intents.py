@@ -31,6 +31,7 @@ VIEW = ClusterView(initialize="1", leader=Leader("n1"),
     ("reinitialize", ClusterView(leader=Leader("n2")), local(), {}, "refused:I am the leader"),
     ("reinitialize", ClusterView(), local(), {}, "refused:Cluster has no leader"),
     ("reinitialize", None, local(), {}, "refused:DCS unreachable"),
+    ("reinitialize", VIEW, local(job="clone"), {"force": True}, "refused:force cannot cancel it"),
 ])
 def test_plan_intent(kind: str, view: ClusterView | None, state: LocalState, params: dict[str, object],
                      expected: str) -> None:
@@ -39,3 +40,10 @@ def test_plan_intent(kind: str, view: ClusterView | None, state: LocalState, par
         assert not plan.actions and plan.refused and expected.split(":", 1)[1] in plan.refused
     else:
         assert plan.refused is None and [a.kind for a in plan.actions] == [expected]
+
+
+def test_restart_timeout_bounds_the_start() -> None:
+    (act,) = plan_intent("restart", VIEW, local(), {"timeout": 7}).actions
+    assert getattr(act, "timeout", None) == 7.0
+    (act,) = plan_intent("restart", VIEW, local(), {}).actions
+    assert getattr(act, "timeout", None) is None
