@@ -49,15 +49,21 @@ def load_local(paths: Sequence[str] | str | None, env: Mapping[str, str]) -> Loc
     merge(tree, prov, env_tree, env_prov)
     sorted_layers = sort_local(tree, prov)
     problems += file_problems + env_problems + sorted_layers.problems
-    if problems:
-        raise ConfigError(problems)
-    return LocalLayers(
+    layers = LocalLayers(
         data=sorted_layers.local,
         dynamic=sorted_layers.dynamic,
         provenance=prov,
         warnings=(*loaded.warnings, *sorted_layers.warnings),
         files=tuple(files),
     )
+    if problems:
+        # One run shows every problem: the values of the keys that were read are checked too.
+        try:
+            validate_local(layers)
+        except ConfigError as exc:
+            problems += [p for p in exc.problems if p not in problems]
+        raise ConfigError(problems)
+    return layers
 
 
 def build_local(layers: LocalLayers) -> LocalConfig:

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
+from appliance.config.fields import Host, HostPort, Lag, Name, Port, Token, check_host, check_host_port, check_name
+
 # PostgreSQL parameters that must be equal (or larger on replicas) cluster-wide: dynamic only.
 CLUSTER_WIDE_PARAMETERS: dict[str, Any] = {
     "max_connections": 100,
@@ -123,8 +125,8 @@ class Bootstrap(_Strict):
 
 
 class RestApi(_Strict):
-    listen: str = "0.0.0.0:8008"
-    connect_address: str = "127.0.0.1:8008"
+    listen: HostPort = "0.0.0.0:8008"
+    connect_address: HostPort = "127.0.0.1:8008"
     authentication: RestAuth | None = None
     # HTTPS: certfile (PEM, may hold the key too), keyfile, and cafile to verify client certificates.
     certfile: str | None = None
@@ -206,10 +208,20 @@ class Etcd3(_Strict):
             return [host.strip() for host in value.split(",") if host.strip()]
         return value
 
+    @field_validator("hosts")
+    @classmethod
+    def _endpoints(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("list at least one etcd member (host:port)")
+        for host in value:
+            bare = host.removeprefix("https://").removeprefix("http://").rstrip("/")
+            check_host_port(bare if ":" in bare.rsplit("]", 1)[-1] else f"{bare}:2379")
+        return value
+
 
 class Postgresql(_Strict):
     listen: str = "0.0.0.0:5432"
-    connect_address: str = "127.0.0.1:5432"
+    connect_address: HostPort = "127.0.0.1:5432"
     data_dir: str = "/var/lib/postgresql/data"
     bin_dir: str = "/usr/lib/postgresql/15/bin"
     authentication: Authentication = Authentication()
@@ -230,6 +242,9 @@ def split_listen(listen: str) -> tuple[str, int]:
     hosts, sep, port = listen.rpartition(":")
     if not sep or not hosts or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"expected host[,host...]:port, e.g. 0.0.0.0:5432 (got {listen!r})")
+    for host in hosts.strip("[]").split(","):
+        if host.strip() != "*":
+            check_host(host.strip())
     if hosts.startswith("[") and hosts.endswith("]"):
         hosts = hosts[1:-1]
     return hosts, int(port)
@@ -239,14 +254,26 @@ class EtcdMember(_Strict):
     """Our own section: the embedded etcd member this appliance runs (see conventions §4)."""
 
     enabled: bool = True
-    name: str | None = None  # defaults to the node name
+    name: Name | None = None  # defaults to the node name
     data_dir: str = "/var/lib/postgresql/etcd"
-    listen_client: str = "0.0.0.0:2379"
-    listen_peer: str = "0.0.0.0:2380"
-    advertise_client: str = "127.0.0.1:2379"
-    advertise_peer: str = "127.0.0.1:2380"
+    listen_client: HostPort = "0.0.0.0:2379"
+    listen_peer: HostPort = "0.0.0.0:2380"
+    advertise_client: HostPort = "127.0.0.1:2379"
+    advertise_peer: HostPort = "127.0.0.1:2380"
     initial_cluster: str = ""  # name=http://host:2380,...; empty: just ourselves
-    initial_cluster_token: str = "pgappliance"
+    initial_cluster_token: Token = "pgappliance"
+
+    @field_validator("initial_cluster")
+    @classmethod
+    def _members(cls, value: str) -> str:
+        for entry in filter(None, value.split(",")):
+            name, sep, url = entry.partition("=")
+            scheme, _, address = url.partition("://")
+            if not sep or scheme not in ("http", "https") or not address:
+                raise ValueError(f"entry {entry!r} is not name=http(s)://host:port")
+            check_name(name)
+            check_host_port(address.rstrip("/"))
+        return value
     heartbeat_interval_ms: int = Field(default=100, ge=10, le=5000)
     election_timeout_ms: int = Field(default=1000, ge=100, le=50000)
     # etcd's root user: creates the appliance user and role, and replaces a wiped member.
@@ -299,11 +326,11 @@ class Haproxy(_Strict):
     """Our own section: the local HAProxy (5000 → primary, 5001 → replicas, 7000 → stats)."""
 
     enabled: bool = True
-    bind_address: str = "0.0.0.0"
-    primary_port: int = 5000
-    replica_port: int = 5001
-    stats_port: int = 7000
-    replica_max_lag: str = "16MB"
+    bind_address: Host = "0.0.0.0"
+    primary_port: Port = 5000
+    replica_port: Port = 5001
+    stats_port: Port = 7000
+    replica_max_lag: Lag = "16MB"
 
 
 class Appliance(_Strict):
@@ -312,15 +339,15 @@ class Appliance(_Strict):
     run_dir: str = "/run/pgappliance"
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    peers: list[str] = Field(default_factory=list)  # other nodes' hostnames (for the runtime renderer)
+    peers: list[Host] = Field(default_factory=list)  # other nodes' hostnames (for the runtime renderer)
 
 
 class LocalConfig(_Strict):
     """The local YAML file (Patroni's key names) plus our own sections."""
 
-    scope: str = "pgappliance"
+    scope: Name = "pgappliance"
     namespace: str = "/service/"
-    name: str = "node1"
+    name: Name = "node1"
     restapi: RestApi = RestApi()
     etcd3: Etcd3 = Etcd3()
     bootstrap: Bootstrap = Bootstrap()

@@ -29,7 +29,7 @@ from appliance.manager.jobs import JobRunner
 from appliance.manager.peers import fetch_peers
 from appliance.manager.pgops import PgOps
 from appliance.manager.publish import member_value, state_doc
-from appliance.manager.settings import api_url, ha_settings
+from appliance.manager.settings import api_url, ha_settings, hba_lines
 from appliance.postgres.status import PgStatus
 from appliance.postgres.validate import check_dynamic
 
@@ -130,6 +130,7 @@ class Manager:
         self.dcs.set_ttl(self.ha.ttl)  # the next keepalive grants a lease with it (see next_wait)
         self.dcs.set_retry_timeout(self.ha.retry_timeout)
         self.ops.set_parameters(effective.postgresql_parameters)
+        self.ops.set_hba(hba_lines(effective))
 
     def observe(self) -> tuple[ClusterView | None, LocalState, PgStatus]:
         now = self.clock()

@@ -50,6 +50,7 @@ class PgOps:
         self.stop_timeout = stop_timeout
         self._lock = threading.Lock()  # jobs and the loop both touch the config files
         self._sysid: str | None = None
+        self._hba_written: tuple[str, ...] | None = control.cfg.pg_hba
 
     # --- observation ---------------------------------------------------------------------------
     @property
@@ -122,10 +123,19 @@ class PgOps:
                      for r in status.replication)
 
     def config_stale(self) -> bool:
-        return self.written is not None and self.written != self.params
+        return (self.written is not None and self.written != self.params) or self._hba_written != self.hba
 
     def set_parameters(self, params: Mapping[str, Any]) -> None:
         self.params = dict(params)
+
+    @property
+    def hba(self) -> tuple[str, ...] | None:
+        return self.control.cfg.pg_hba
+
+    def set_hba(self, lines: tuple[str, ...] | None) -> None:
+        """The operator's pg_hba lines (a dynamic change): written, and reloaded, at the next reconcile."""
+        if lines != self.control.cfg.pg_hba:
+            self.control.cfg = dataclasses.replace(self.control.cfg, pg_hba=lines)
 
     # --- configuration -------------------------------------------------------------------------
     def _conninfo(self, member: Member, dbname: str | None = None) -> ConnInfo:
@@ -142,6 +152,7 @@ class PgOps:
             changed = self.control.write_config(self.params, conninfo, slot, standby,
                                                 synchronous_standby_names=ssn)
             self.written = dict(self.params)
+            self._hba_written = self.hba
         return changed
 
     def follow(self, leader: Member | None) -> bool:

@@ -144,6 +144,13 @@ def _host_port(conn_url: str) -> tuple[str | None, int | None]:
         return rest or None, None
 
 
+def state_max_age(ha: HaSettings) -> float:
+    """How old the published state may get before the API stops trusting it: one sleep plus a tick
+    whose two DCS calls each used their whole retry budget, plus a margin. Never derived from ttl:
+    a long ttl must not let a hung manager's last word answer health checks (it would, for minutes)."""
+    return float(ha.loop_wait + 2 * ha.retry_timeout + 2)
+
+
 def state_doc(*, name: str, scope: str, ha: HaSettings, status: PgStatus, view: ClusterView | None,
               job: str | None, tags: dict[str, Any], holder: bool, lease_expires: float | None,
               loop_started: float, now: float, dcs_last_seen: float | None,
@@ -164,7 +171,7 @@ def state_doc(*, name: str, scope: str, ha: HaSettings, status: PgStatus, view: 
         "scope": scope,
         "updated_mono": now,
         "loop_started_mono": loop_started,
-        "max_age": float(max(ha.ttl, 3 * ha.loop_wait + ha.retry_timeout)),
+        "max_age": state_max_age(ha),
         "ttl": ha.ttl,
         "maximum_lag_on_failover": ha.maximum_lag_on_failover,
         "paused": ha.pause,

@@ -64,8 +64,13 @@ def pg_config(effective: Effective) -> PgConfig:
     cfg = pg_config_from_settings(local, effective.postgresql_parameters,
                                   socket_dir=os.path.join(local.appliance.run_dir, "pgsocket"),
                                   passfile=os.path.join(local.appliance.run_dir, "pgpass"))
-    hba = local.postgresql.pg_hba or effective.dynamic.postgresql.pg_hba or local.bootstrap.pg_hba
-    return dataclasses.replace(cfg, pg_hba=tuple(hba) if hba else None)
+    return dataclasses.replace(cfg, pg_hba=hba_lines(effective))
+
+
+def hba_lines(effective: Effective) -> tuple[str, ...] | None:
+    """The operator's pg_hba lines in effect: local, else dynamic (Patroni's rule), else bootstrap's."""
+    hba = effective.pg_hba if effective.pg_hba is not None else effective.local.bootstrap.pg_hba
+    return tuple(hba) if hba is not None else None
 
 
 def api_url(local: LocalConfig) -> str:

@@ -20,11 +20,12 @@ from pathlib import Path
 import yaml
 
 from appliance.config.errors import ConfigError
-from appliance.config.layering import build_local, load_local
+from appliance.config.layering import bootstrap_dynamic, build_local, load_local
 from appliance.config.schema import LocalConfig
 from appliance.config.security import security_problems, security_warnings
 from appliance.config.tree import merge
 from appliance.postgres.process import running_postmaster
+from appliance.postgres.validate import Checks, check_local, postgres_checks
 from appliance.proxy.haproxy import ProxySettings, render_haproxy_cfg
 from appliance.runtime import container as ct
 from appliance.runtime.container_identity import IdentityError, materialise
@@ -74,8 +75,8 @@ def _write_rendered(rendered: str, tree: dict[str, object], files: list[str]) ->
         yaml.safe_dump(tree, handle, sort_keys=False)
 
 
-def load_settings(env: Mapping[str, str], rendered: str, hostname: str,
-                  owner: tuple[int, int] | None = None) -> tuple[LocalConfig, ct.Identity, list[str]]:
+def load_settings(env: Mapping[str, str], rendered: str, hostname: str, owner: tuple[int, int] | None = None,
+                  checks: Checks = postgres_checks) -> tuple[LocalConfig, ct.Identity, list[str]]:
     """Render the local YAML (container defaults < image/operator files < the secrets, TLS files and
     passwords of this node) and validate it with the env on top, exactly as the programs will (their
     env holds no secret). Raises ConfigError / EntrypointError / IdentityError."""
@@ -106,6 +107,8 @@ def load_settings(env: Mapping[str, str], rendered: str, hostname: str,
     layers = load_local(rendered, ct.config_env(env))
     config = build_local(layers)
     problems = security_problems(config, layers.provenance)
+    # Every parameter as this image's PostgreSQL reads it: a bad value fails now, naming its variable.
+    problems += check_local(config, layers.provenance, checks, bootstrap_dcs=bootstrap_dynamic(layers))
     if problems:
         raise ConfigError(problems)
     return config, ident, [*notes, *layers.warnings, *security_warnings(config)]
@@ -185,11 +188,12 @@ def prepare(
     home: str = "/var/lib/postgresql",
     owner: tuple[int, int] | None = None,
     etcd_wait: float = 30.0,
+    checks: Checks = postgres_checks,
 ) -> Plan:
     """Everything before the exec: settings, checks, etcd plan, files. Raises EntrypointError,
     ConfigError or JoinRefused with the message for the operator."""
     env = ct.resolve_file_twins(environ)
-    config, ident, notes = load_settings(env, rendered, hostname, owner)
+    config, ident, notes = load_settings(env, rendered, hostname, owner, checks)
     data_dir = config.postgresql.data_dir
     initialised = ct.pgdata_initialised(data_dir)
     if config.postgresql.authentication.superuser.password == ct.DEMO_PASSWORD and env.get(ct.DEMO_ENV):

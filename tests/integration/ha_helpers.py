@@ -89,6 +89,7 @@ class Ledger:
         self.dsn = dsn
         self.interval = interval
         self.acked: list[int] = []
+        self.acked_at: list[float] = []  # monotonic time of each acknowledgement
         self.failed = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -105,6 +106,7 @@ class Ledger:
                 conn.execute("SET statement_timeout = '3s'")
                 conn.execute("INSERT INTO ledger(id) VALUES (%s)", (value,))
                 self.acked.append(value)  # the server acknowledged the commit
+                self.acked_at.append(time.monotonic())
             except psycopg.Error:
                 self.failed += 1
                 if conn is not None:
@@ -125,6 +127,11 @@ class Ledger:
 
     def acked_since(self, count: int) -> int:
         return len(self.acked) - count
+
+    def longest_gap(self, since: float = 0.0) -> float:
+        """The longest time without an acknowledged write after ``since`` (monotonic)."""
+        times = [t for t in self.acked_at if t >= since]
+        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=float("inf"))
 
 
 def api_get(cluster: DemoCluster, node: str, path: str) -> Any:

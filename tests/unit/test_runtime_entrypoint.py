@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import gzip
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -18,6 +19,7 @@ import yaml
 
 from appliance.config.errors import ConfigError
 from appliance.config.schema import LocalConfig
+from appliance.postgres.validate import Checks
 from appliance.runtime import container as ct
 from appliance.runtime.cluster_health import parse_stats_csv, problems
 from appliance.runtime.container_identity import IdentityError
@@ -34,6 +36,7 @@ from appliance.runtime.initdb_scripts import (
 )
 from appliance.runtime.supervise import fatal_exit_code
 from appliance.tls import identity, pki
+from tests.unit.pg_fakes import fake_checks
 from tests.unit.test_runtime_entrypoint_etcd import FakeGateway
 
 PEERS_DOWN = ("https://node2:2379", "https://node3:2379")
@@ -60,11 +63,11 @@ def cluster_ca(tmp_path: Path) -> dict[str, str]:
 
 
 def run_prepare(tmp_path: Path, env: dict[str, str], gateway: FakeGateway | None = None,
-                hostname: str = "node1", ca: bool = True) -> Plan:
+                hostname: str = "node1", ca: bool = True, checks: Checks | None = None) -> Plan:
     env = {"APPLIANCE_CONFIG": str(node_yaml(tmp_path)), **(cluster_ca(tmp_path) if ca else {}), **env}
     return prepare(env, hostname=hostname, rendered=str(tmp_path / "run" / "appliance.yml"),
                    gateway=gateway or FakeGateway([], down=PEERS_DOWN), python="/venv/bin/python",
-                   home="/var/lib/postgresql", owner=None, etcd_wait=0.0)
+                   home="/var/lib/postgresql", owner=None, etcd_wait=0.0, checks=checks or fake_checks())
 
 
 def parse_conf(path: str) -> configparser.RawConfigParser:
@@ -227,6 +230,32 @@ def test_var_and_var_file_are_exclusive(tmp_path: Path) -> None:
         ct.resolve_file_twins({"APPLIANCE_REPLICATION_PASSWORD_FILE": "/nonexistent"})
     env = ct.resolve_file_twins({"APPLIANCE_RESTAPI__AUTHENTICATION__PASSWORD_FILE": str(node_yaml(tmp_path))})
     assert "APPLIANCE_RESTAPI__AUTHENTICATION__PASSWORD" in env
+
+
+def test_a_bad_parameter_fails_the_start_naming_its_variable(tmp_path: Path) -> None:
+    """Today work_mem=banana started a container Docker called healthy, PostgreSQL failing forever."""
+    env = {"POSTGRES_PASSWORD": "x", "APPLIANCE_POSTGRESQL__PARAMETERS__WORK_MEM": "banana",
+           "APPLIANCE_POSTGRESQL__PARAMETERS__PRIMARY_SLOT_NAME": "evil"}
+    with pytest.raises(ConfigError) as caught:
+        run_prepare(tmp_path, env, checks=fake_checks(reject=["work_mem"]))
+    text = str(caught.value)
+    assert "postgresql.parameters.work_mem (env APPLIANCE_POSTGRESQL__PARAMETERS__WORK_MEM)" in text
+    assert "'banana'" in text
+    assert "primary_slot_name (env APPLIANCE_POSTGRESQL__PARAMETERS__PRIMARY_SLOT_NAME)" in text
+    assert "managed by the appliance" in text
+
+
+@pytest.mark.parametrize(("var", "value", "key"), [
+    ("APPLIANCE_RESTAPI__LISTEN", "0.0.0.0:99999", "restapi.listen"),
+    ("APPLIANCE_HAPROXY__BIND_ADDRESS", "0.0.0.0\n    server evil 6.6.6.6:5432", "haproxy.bind_address"),
+    ("APPLIANCE_HAPROXY__REPLICA_MAX_LAG", "16MB\nlisten x", "haproxy.replica_max_lag"),
+    ("APPLIANCE_ETCD3__HOSTS", '["node1:2379", "no such host:2379"]', "etcd3.hosts"),
+    ("APPLIANCE_ETCD__INITIAL_CLUSTER_TOKEN", "tok --force-new-cluster", "etcd.initial_cluster_token"),
+])
+def test_values_for_rendered_files_are_refused_at_load_naming_the_key(tmp_path: Path, var: str, value: str,
+                                                                       key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}.*\(env {var}\)"):
+        run_prepare(tmp_path, {"POSTGRES_PASSWORD": "x", var: value})
 
 
 def test_bad_settings_fail_with_the_key_and_source(tmp_path: Path) -> None:

@@ -29,3 +29,17 @@ def test_the_lease_in_effect_changes_only_at_the_next_grant() -> None:
     assert dcs.lease_ttl == 5  # still the old lease: the loop must keep to 5 s
     dcs.keepalive()
     assert dcs.lease_ttl == 30
+
+
+def test_published_state_goes_stale_on_the_loop_not_on_the_ttl() -> None:
+    """A huge ttl made a node answer /primary 200 from a 50-s-old state: the deadline ignores ttl."""
+    from appliance.core.state import HaSettings
+    from appliance.manager.channel import staleness
+    from appliance.manager.publish import state_max_age
+
+    short, huge = HaSettings(ttl=5, loop_wait=1, retry_timeout=2), HaSettings(ttl=3600, loop_wait=1, retry_timeout=2)
+    assert state_max_age(short) == state_max_age(huge) == 7.0
+    doc = {"updated_mono": 100.0, "max_age": state_max_age(huge)}
+    assert staleness(doc, 106.0) is None
+    reason = staleness(doc, 150.0)
+    assert reason is not None and "50.0s old" in reason
