@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -131,7 +132,7 @@ class Ledger:
     def longest_gap(self, since: float = 0.0) -> float:
         """The longest time without an acknowledged write after ``since`` (monotonic)."""
         times = [t for t in self.acked_at if t >= since]
-        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=float("inf"))
+        return max((b - a for a, b in itertools.pairwise(times)), default=float("inf"))
 
 
 def api_get(cluster: DemoCluster, node: str, path: str) -> Any:

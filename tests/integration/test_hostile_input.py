@@ -14,6 +14,7 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -68,6 +69,11 @@ def test_other_bad_dynamic_values_are_refused(cluster: DemoCluster, body: dict[s
     assert code == 400 and field_of(doc) == key, doc
 
 
+def rejected(cluster: DemoCluster, node: str) -> bool:
+    doc = api(cluster, node, "GET", "/patroni")[1]
+    return bool(isinstance(doc, dict) and doc.get("config_rejected"))
+
+
 def test_a_dcs_config_written_behind_the_apis_back_is_survived_and_reported(cluster: DemoCluster) -> None:
     """etcdctl (or an old patronictl) can write anything: the managers keep the last good config,
     say why, and pick up the restored one by themselves (no restart)."""
@@ -78,8 +84,7 @@ def test_a_dcs_config_written_behind_the_apis_back_is_survived_and_reported(clus
         good = dict(view.config or {})
         assert dcs.write_config({**good, "ttl": 9_000_000_001}, view.config_revision)
         for node in cluster.nodes:
-            wait_until(f"{node} to report the rejected config",
-                       lambda n=node: (api(cluster, n, "GET", "/patroni")[1] or {}).get("config_rejected"), 20)
+            wait_until(f"{node} to report the rejected config", lambda n=node: rejected(cluster, n), 20)
         metrics = request(f"https://{cluster.layout.host('node1')}:8008/metrics", cluster.api_client()).body.decode()
         assert any(line.startswith("pgappliance_config_rejected{") and line.endswith(" 1.0")
                    for line in metrics.splitlines())
@@ -88,9 +93,7 @@ def test_a_dcs_config_written_behind_the_apis_back_is_survived_and_reported(clus
         view = dcs.read()
         assert dcs.write_config(good, view.config_revision)
         for node in cluster.nodes:
-            wait_until(f"{node} to accept the restored config",
-                       lambda n=node: (api(cluster, n, "GET", "/patroni")[1] or {}).get("config_rejected") is None,
-                       20)
+            wait_until(f"{node} to accept the restored config", lambda n=node: not rejected(cluster, n), 20)
     finally:
         dcs.close()
     assert read_view(cluster).leader_name == leader
@@ -105,7 +108,7 @@ def test_changing_ttl_loop_wait_and_retry_timeout_keeps_the_leader(cluster: Demo
         assert api(cluster, primary, "PATCH", "/config", {"pause": True})[0] == 200
     changes = [{"ttl": 30, "loop_wait": 10}, {"retry_timeout": 10}, {"ttl": 5, "loop_wait": 1, "retry_timeout": 2},
                {"ttl": 20, "loop_wait": 5, "retry_timeout": 7}, {"ttl": 5, "loop_wait": 1, "retry_timeout": 2}]
-    with Ledger(cluster.dsn("primary")) as ledger:
+    with Ledger(cluster.dsn("primary"), start=1_000_000 * (2 if pause else 1)) as ledger:
         wait_until("acknowledged writes", lambda: len(ledger.acked) > 20, 30)
         start = time.monotonic()
         for change in changes:
@@ -148,7 +151,10 @@ def test_a_valid_parameter_is_applied_on_every_node(cluster: DemoCluster) -> Non
     code, doc, _ = api(cluster, "node1", "PATCH", "/config", {"postgresql": {"parameters": {"work_mem": "12MB"}}})
     assert code == 200, doc
     for node in cluster.nodes:
-        wait_until(f"work_mem on {node}", lambda n=node: sql(cluster.node_dsn(n), "SHOW work_mem") == [("12MB",)], 20)
+        def applied(n: str = node) -> bool:
+            return sql(cluster.node_dsn(n), "SHOW work_mem") == [("12MB",)]
+
+        wait_until(f"work_mem on {node}", applied, 20)
     assert api(cluster, "node1", "PATCH", "/config", {"postgresql": {"parameters": {"work_mem": None}}})[0] == 200
 
 
@@ -170,7 +176,7 @@ def test_dynamic_pg_hba_is_applied_behind_the_appliances_own_lines(cluster: Demo
         return False
 
     for node in cluster.nodes:
-        wait_until(f"the reject line in force on {node}", lambda n=node: refused(n), 20)
+        wait_until(f"the reject line in force on {node}", partial(refused, node), 20)
         hba = (cluster.layout.data_dir(node) / "pg_hba.conf").read_text()
         assert hba.index("replication replicator") < hba.index("hostssl all blocked all reject")
     assert sql(cluster.dsn("primary"), "SELECT 1") == [(1,)]
@@ -184,7 +190,7 @@ def test_dynamic_pg_hba_is_applied_behind_the_appliances_own_lines(cluster: Demo
     assert api(cluster, primary, "PATCH", "/config", {"postgresql": {"pg_hba": None}})[0] == 200
 
 
-# --- 6. wire hygiene ----------------------------------------------------------------------------------------------------
+# --- 6. wire hygiene -----------------------------------------------------------------------------------------
 
 def _raw(cluster: DemoCluster, node: str, data: bytes, read: int = 65536) -> bytes:
     context = ssl.create_default_context(cafile=cluster.secrets.ca_file)
@@ -212,7 +218,7 @@ def test_wire_hygiene(cluster: DemoCluster) -> None:
     assert code == 400 and "Unknown filter" in doc["error"]
 
 
-# --- 1. slow clients ---------------------------------------------------------------------------------------------------
+# --- 1. slow clients ----------------------------------------------------------------------------------------
 
 def _chkdown(cluster: DemoCluster) -> dict[str, int]:
     text = request(cluster.status()["proxy"]["stats_url"] + ";csv").body.decode()
@@ -228,9 +234,9 @@ def test_slow_clients_never_delay_the_health_checks(cluster: DemoCluster) -> Non
     stop = threading.Event()
     context = ssl.create_default_context(cafile=cluster.secrets.ca_file)
 
-    def slowloris(body: bool) -> None:
+    def slowloris(body: bool, source: str) -> None:
         try:
-            with socket.create_connection((host, 8008), timeout=30) as raw, \
+            with socket.create_connection((host, 8008), timeout=30, source_address=(source, 0)) as raw, \
                     context.wrap_socket(raw, server_hostname=host) as tls:
                 if body:  # declares 100 bytes, sends 9
                     tls.sendall(b"POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"a\": 1,")
@@ -241,7 +247,9 @@ def test_slow_clients_never_delay_the_health_checks(cluster: DemoCluster) -> Non
         except OSError:
             pass  # dropped by the server's deadlines: what should happen
 
-    threads = [threading.Thread(target=slowloris, args=(i % 8 == 0,), daemon=True) for i in range(64)]
+    # Two attacking hosts (loopback addresses of their own), each up to the per-client cap of 32.
+    threads = [threading.Thread(target=slowloris, args=(i % 8 == 0, f"127.0.0.{77 + i % 2}"), daemon=True)
+               for i in range(72)]
     for t in threads:
         t.start()
     time.sleep(1)
