@@ -68,6 +68,27 @@ def create_app(run_dir: str | None = None, *, reader: StateReader | None = None,
     return app
 
 
+def _not_a_health_path(app: Flask, path: str) -> Response:
+    """404, or 405 with Allow when the path exists for other methods (GET /reload)."""
+    adapter = app.url_map.bind("localhost")
+    allowed = []
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        try:
+            endpoint, _ = adapter.match(f"/{path}", method=method)
+        except HTTPException:
+            continue
+        if endpoint not in ("health", "health_root"):
+            allowed.append(method)
+    if allowed:
+        resp = jsonify({"error": f"405 Method Not Allowed: /{path} takes {', '.join(allowed)}", "field": None})
+        resp.status_code = 405
+        resp.headers["Allow"] = ", ".join(allowed)
+        return resp
+    resp = jsonify({"error": f"no such endpoint: /{path}", "field": None})
+    resp.status_code = 404
+    return resp
+
+
 def _register_errors(app: Flask) -> None:
     """Every error the API answers is JSON ``{"error", "field"}`` (405 keeps its Allow header)."""
 
@@ -134,13 +155,13 @@ def _register_health(app: Flask, reader: StateReader, clock: Callable[[], float]
     def health(path: str = "") -> Response:
         check = classify(path)
         if check is None:
-            resp = jsonify({"error": f"no such endpoint: /{path}", "field": None})
-            resp.status_code = 404
-            return resp
+            return _not_a_health_path(app, path)
         doc = reader()
         verdict = evaluate(check, request.args, doc, clock())
         if request.method != "GET" or check in ("liveness", "readiness"):
-            return Response(status=verdict.code)
+            resp = Response(status=verdict.code)
+            del resp.headers["Content-Type"]  # the status line is the whole answer (as in Patroni)
+            return resp
         body = _patroni_body(doc)
         if verdict.code != 200:
             body["reason"] = verdict.reason

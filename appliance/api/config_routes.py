@@ -29,6 +29,10 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+def _without_nulls(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: _without_nulls(v) if isinstance(v, dict) else v for k, v in doc.items() if v is not None}
+
+
 def _json(status: int, doc: Any) -> Response:
     resp = jsonify(doc)
     resp.status_code = status
@@ -92,7 +96,7 @@ def register(app: Flask, ctx: ApiContext) -> None:
         return _json(200, merged)
 
     def put_config() -> Response:
-        doc = json_body(required=True)
+        doc = _without_nulls(json_body(required=True))  # null means "not set": never stored as such
         refused = _refusal(ctx, doc, "PUT /config")
         if refused is not None:
             return refused

@@ -7,12 +7,14 @@ from typing import Any
 from flask import Flask, Response, jsonify
 
 from appliance import __version__
+from appliance.config.patroni_keys import DYNAMIC_TOP_NOT_IMPLEMENTED
+from appliance.config.schema import DynamicConfig
 
 HEALTH_PATHS = (
     "primary", "master", "read-write", "leader", "standby-leader", "standby_leader", "replica", "read-only",
     "synchronous", "sync", "read-only-sync", "read-only-synchronous", "asynchronous", "async", "health",
-    "liveness", "readiness",
 )
+STATUS_ONLY_PATHS = ("liveness", "readiness")  # even on GET: the status line, no body
 TEXT = {"text/plain": {"schema": {"type": "string"}}}
 Op = dict[str, Any]
 
@@ -34,7 +36,10 @@ def _error(description: str) -> dict[str, Any]:
 
 
 def _body(name: str, required: bool) -> dict[str, Any]:
-    return {"required": required, "content": _json(_ref(name))}
+    schema: dict[str, Any] = _ref(name)
+    if required:  # Patroni refuses an empty object where a body is required
+        schema = {"allOf": [schema], "minProperties": 1}
+    return {"required": required, "content": _json(schema)}
 
 
 ACCESS = {
@@ -70,11 +75,21 @@ def _health_ops(summary: str) -> dict[str, Op]:
                    "503": {"description": "check failed (status line only)"}}
     params = [{"name": "lag", "in": "query", "schema": {"type": "string"}, "example": "16MB"},
               {"name": "replication_state", "in": "query", "schema": {"type": "string"}},
-              {"name": "mode", "in": "query", "schema": {"type": "string", "enum": ["apply", "write"]}}]
+              # Patroni ignores a value it cannot read (a health answer is only ever 200 or 503).
+              {"name": "mode", "in": "query", "schema": {"type": "string"}, "description": "apply (default) or write"}]
     return {"get": {"summary": summary, "parameters": params, "responses": {**answers, **COMMON}},
             "head": {"summary": summary + " (status only)", "responses": {**status_only, **COMMON}},
             "options": {"summary": summary + " (status only; HAProxy's bare `option httpchk`)",
                         "responses": {**status_only, **COMMON}}}
+
+
+def _status_only_ops(name: str) -> dict[str, Op]:
+    answers = {"200": {"description": f"{name} check passed (status line only)"},
+               "503": {"description": f"{name} check failed (status line only)"}, **COMMON}
+    params = [{"name": "lag", "in": "query", "schema": {"type": "string"}},
+              {"name": "mode", "in": "query", "schema": {"type": "string"}}] if name == "readiness" else []
+    return {method: {"summary": f"/{name} (status only)", "parameters": params, "responses": answers}
+            for method in ("get", "head", "options")}
 
 
 def _get(summary: str, schema: dict[str, Any], extra: dict[str, Any] | None = None,
@@ -93,6 +108,7 @@ def _paths() -> dict[str, dict[str, Op]]:
     return {
         "/": _health_ops("Same as /primary"),
         "/{path}": any_path,
+        **{f"/{name}": _status_only_ops(name) for name in STATUS_ONLY_PATHS},
         "/patroni": _get("This node's status (Patroni's shape)", _ref("PatroniStatus")),
         "/cluster": _get("Every member with role, state, lag", {"type": "object"}),
         "/history": _get("Timeline history", {"type": "array", "items": {"type": "array"}}),
@@ -125,14 +141,14 @@ def _config_ops() -> dict[str, Op]:
             "400": invalid, "411": BAD_BODY["411"],
             "409": _error("the config key changed since it was read (CAS on mod_revision)"),
             "503": _error("the DCS has no config key yet, or is unreachable")},
-            _body("DynamicConfig", True)),
+            _body("ConfigPatch", True)),
         "put": _unsafe("Replace the whole dynamic configuration", {
             "200": {"description": "the configuration (no write when unchanged)",
                     "content": _json(_ref("DynamicConfig"))},
             "400": invalid, "411": BAD_BODY["411"],
             "409": _error("the config key kept changing while writing"),
             "502": _error("the DCS write failed"), "503": _error("the DCS is unreachable")},
-            _body("DynamicConfig", True)),
+            _body("ConfigPatch", True)),
     }
 
 
@@ -176,6 +192,44 @@ def _restart_ops() -> dict[str, Op]:
     }
 
 
+def _openapi30(node: Any, nullable: bool) -> Any:
+    """A pydantic JSON Schema fragment as OpenAPI 3.0: ``anyOf [X, null]`` becomes X + nullable,
+    $defs references point at components, titles and defaults dropped; with ``nullable`` every
+    property also takes null (a merge patch deletes a key with it)."""
+    if isinstance(node, list):
+        return [_openapi30(item, nullable) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _openapi30(v, nullable) for k, v in node.items() if k not in ("title", "default", "description")}
+    if "$ref" in out:
+        out["$ref"] = out["$ref"].replace("#/$defs/", "#/components/schemas/Config")
+    variants = out.pop("anyOf", None)
+    if variants is not None:
+        kept = [v for v in variants if v.get("type") != "null"]
+        out.update(kept[0] if len(kept) == 1 else {"anyOf": kept})
+        out["nullable"] = True
+    if nullable and "properties" in out:
+        for prop in out["properties"].values():
+            prop["nullable"] = True
+    return out
+
+
+def config_schemas() -> dict[str, Any]:
+    """The dynamic config as JSON Schema, from the very model that validates it."""
+    raw = DynamicConfig.model_json_schema()
+    defs = raw.pop("$defs", {})
+    extra: dict[str, Any] = {key: {} for key in sorted(DYNAMIC_TOP_NOT_IMPLEMENTED)}  # Patroni keys kept, not acted on
+    out: dict[str, Any] = {}
+    # null deletes a key in a PATCH and means "not set" in a PUT (never stored).
+    schema = _openapi30(raw, True)
+    schema["properties"].update(extra)
+    schema["additionalProperties"] = False
+    out["ConfigPatch"] = schema
+    for name, schema in defs.items():
+        out[f"Config{name}"] = _openapi30(schema, True)
+    return out
+
+
 def _schemas() -> dict[str, Any]:
     string, boolean = {"type": "string"}, {"type": "boolean"}
     return {
@@ -205,6 +259,7 @@ def _schemas() -> dict[str, Any]:
         "DynamicConfig": {"type": "object", "additionalProperties": True,
                           "example": {"ttl": 30, "loop_wait": 10, "maximum_lag_on_failover": 1048576,
                                       "pause": True, "postgresql": {"parameters": {"work_mem": "8MB"}}}},
+        **config_schemas(),
         "PatroniStatus": {"type": "object", "additionalProperties": True, "properties": {
             "state": string, "role": string, "reason": string, "pending_restart": boolean,
             "pause": boolean, "patroni": {"type": "object"}}},

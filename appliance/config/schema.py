@@ -80,8 +80,8 @@ class Authentication(_Strict):
 
 class DynamicPostgresql(_Strict):
     parameters: dict[str, Any] = Field(default_factory=lambda: dict(CLUSTER_WIDE_PARAMETERS))
-    use_pg_rewind: bool = True
-    use_slots: bool = True
+    use_pg_rewind: StrictBool = True
+    use_slots: StrictBool = True
     pg_hba: list[str] | None = None
 
 

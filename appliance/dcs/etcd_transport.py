@@ -44,7 +44,7 @@ _FINAL_CODES = frozenset(
     }
 )
 # etcd's answers when a request carries no token or a stale one.
-_AUTH_NEEDED = ("invalid auth token", "user name is empty")
+_AUTH_NEEDED = ("invalid auth token", "user name is empty", "revision of auth store is old")
 # ... and when auth was enabled after we found it off: with a client certificate and no token, etcd
 # takes the certificate's CN as the user name, which is none of its users.
 _AUTH_ENABLED_SINCE = ("user name not found", "permission denied")

@@ -606,5 +606,8 @@ def test_head_and_options_still_status_only(tmp_path: Path) -> None:
         assert resp.status_code == 200 and resp.data == b""
         resp = client.open("/replica", method=method)
         assert resp.status_code == 503 and resp.data == b""
-    assert client.options("/switchover").headers.get("Allow") is None  # no Flask automatic OPTIONS
-    assert client.get("/switchover").status_code == 404
+    # Not a health path, but a control one: 405 naming the methods it takes (JSON, like every error).
+    for method in ("OPTIONS", "GET"):
+        resp = client.open("/switchover", method=method)
+        assert (resp.status_code, resp.headers.get("Allow")) == (405, "POST, DELETE") and resp.is_json
+    assert client.get("/nosuch").status_code == 404

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 
 from appliance.api.health import classify
-from appliance.api.openapi import HEALTH_PATHS, build_spec
+from appliance.api.openapi import HEALTH_PATHS, STATUS_ONLY_PATHS, build_spec
 from tests.unit.api_fakes import make_app, standard_cluster
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -30,7 +30,9 @@ def served(app: Flask) -> set[tuple[str, str]]:
 
 
 def documented(spec: dict[str, Any]) -> set[tuple[str, str]]:
-    return {(path, method) for path, ops in spec["paths"].items() for method in ops
+    """/liveness and /readiness are documented on their own (status only) but served by /{path}."""
+    own = {f"/{name}" for name in STATUS_ONLY_PATHS}
+    return {("/{path}" if path in own else path, method) for path, ops in spec["paths"].items() for method in ops
             if method in HTTP_METHODS and method != "head"}
 
 
