@@ -17,8 +17,8 @@ from tests.support.cluster import new_demo, teardown
 
 
 @contextmanager
-def fresh_cluster(up: bool = True) -> Iterator[DemoCluster]:
-    cluster = new_demo()
+def fresh_cluster(up: bool = True, secure: bool = True) -> Iterator[DemoCluster]:
+    cluster = new_demo(secure=secure)
     try:
         if up:
             cluster.up(wait=True, timeout=240)

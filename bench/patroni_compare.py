@@ -341,7 +341,8 @@ def main() -> None:
     if args.switchover:
         print(f"--switchover {SWITCHOVER_SKIP}", file=sys.stderr)
     load_before = os.getloadavg()
-    with orderly_signals(), patroni_single(args.patroni_bin) as patroni, fresh_cluster() as cluster, \
+    # Both plain HTTP: Patroni here serves no TLS, so ours runs with its protections off on purpose.
+    with orderly_signals(), patroni_single(args.patroni_bin) as patroni, fresh_cluster(secure=False) as cluster, \
             shielded_cleanup():
         targets = {"patroni": ("127.0.0.1", patroni.api_port), "pgappliance": our_primary_api(cluster)}
         time.sleep(args.settle)  # replicas that just caught up still checkpoint and write; let it pass

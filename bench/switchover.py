@@ -6,11 +6,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
-import urllib.request
 
+from appliance.net.http import request
+from appliance.runtime.demo import DemoCluster
 from bench.common import can_write, fresh_cluster, report
 from tests.integration.ha_helpers import healthy, read_view, sql, wait_until
 
@@ -34,15 +34,10 @@ class GapMeter(threading.Thread):
             time.sleep(self.interval)
 
 
-def switchover(api_url: str, leader: str, candidate: str) -> tuple[int, str]:
-    body = json.dumps({"leader": leader, "candidate": candidate}).encode()
-    req = urllib.request.Request(f"{api_url}/switchover", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
+def switchover(cluster: DemoCluster, api_url: str, leader: str, candidate: str) -> tuple[int, str]:
+    answer = request(f"{api_url}/switchover", cluster.api_client(), method="POST",
+                     body={"leader": leader, "candidate": candidate}, timeout=70)
+    return answer.status, answer.body.decode()
 
 
 def main() -> None:
@@ -62,7 +57,7 @@ def main() -> None:
             meter = GapMeter(dsn)
             meter.start()
             time.sleep(1.5)
-            code, text = switchover(api.removesuffix("/patroni"), leader, candidate)
+            code, text = switchover(cluster, api.removesuffix("/patroni"), leader, candidate)
             time.sleep(3)
             meter.stop_event.set()
             meter.join()

@@ -81,9 +81,13 @@ def up(
 
 def _endpoints(status: dict[str, Any]) -> str:
     proxy = status["proxy"]
+    password = f"PGPASSWORD=$(cat {status['dsn']['password_file']})"
     lines = [
-        f"  read-write (primary):  psql '{status['dsn']['primary']}'",
-        f"  read-only (replicas):  psql '{status['dsn']['replicas']}'",
+        f"  read-write (primary):  {password} psql '{status['dsn']['primary']}'",
+        f"  read-only (replicas):  {password} psql '{status['dsn']['replicas']}'",
+        f"  REST API changes:      user appliance, password in {status['dir']}/secrets/restapi_password; "
+        f"CA {status['ca_file']}",
+        f"  operator config:       appliance list --config {status['client_config']}  (patronictl -c works too)",
         f"  HAProxy stats:         {proxy['stats_url']}  (Prometheus: {proxy['stats_url']}metrics)",
     ]
     lines += [f"  {m['name']} REST API:      {m['api_url']}/patroni" for m in status["members"]]

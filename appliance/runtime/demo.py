@@ -62,6 +62,7 @@ def _resolve_layout(
     proxy_ports: tuple[int, int, int] | None,
     proxy_address: str | None,
     programs: Sequence[str] | None,
+    secure: bool = True,
 ) -> tuple[DemoLayout, bool]:
     stored = load_layout(directory)
     if stored is None:
@@ -72,6 +73,7 @@ def _resolve_layout(
             proxy_ports=tuple(proxy_ports or (5000, 5001, 7000)),  # type: ignore[arg-type]
             programs=_check_programs(programs),
             token=f"demo-{secrets.token_hex(4)}",
+            secure=secure,
         )
         return layout, False
     wanted: dict[str, object] = {
@@ -109,7 +111,8 @@ class DemoCluster:
 
     ``net``, ``proxy_ports`` and ``proxy_address`` default to the values the directory was created
     with (127.0.2, (5000, 5001, 7000), 127.0.0.1 for a new one); ``programs`` selects the node
-    programs (default etcd, manager, api) for tests of a partial stack.
+    programs (default etcd, manager, api) for tests of a partial stack; ``secure=False`` turns every
+    protection off on purpose (only to measure what they cost: bench/security_cost.py).
     """
 
     def __init__(
@@ -122,9 +125,10 @@ class DemoCluster:
         programs: Sequence[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        secure: bool = True,
     ) -> None:
         directory = Path(dir).absolute()
-        self.layout, self.exists = _resolve_layout(directory, net, proxy_ports, proxy_address, programs)
+        self.layout, self.exists = _resolve_layout(directory, net, proxy_ports, proxy_address, programs, secure)
         self.user = default_user()
         self._clock = clock
         self._sleep = sleep
@@ -335,12 +339,12 @@ class DemoCluster:
         ports = {"primary": self.layout.proxy_ports[0], "replicas": self.layout.proxy_ports[1]}
         if kind not in ports:
             raise ValueError(f"kind must be 'primary' or 'replicas', got {kind!r}")
-        return dsn(self._secrets(), self.layout.proxy_address, ports[kind])
+        return dsn(self._secrets(), self.layout.proxy_address, ports[kind], secure=self.layout.secure)
 
     def node_dsn(self, node: str) -> str:
         """libpq URI straight to one node's PostgreSQL."""
         name = self.layout.check_node(node)
-        return dsn(self._secrets(), self.layout.host(name), PG_PORT)
+        return dsn(self._secrets(), self.layout.host(name), PG_PORT, secure=self.layout.secure)
 
     def supervisorctl(self, node: str, *args: str) -> subprocess.CompletedProcess[str]:
         conf, _, _ = self._node_paths(node if node == PROXY else self.layout.check_node(node))

@@ -75,6 +75,13 @@ class DemoLayout:
     size: int = 3
     programs: tuple[str, ...] | None = None
     token: str = ""
+    # False only for measuring what the protections cost (bench/security_cost.py): every channel
+    # plaintext and unauthenticated, on purpose (security.* opt-outs, logged at every start).
+    secure: bool = True
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.secure else "http"
 
     @property
     def nodes(self) -> list[str]:
@@ -132,7 +139,7 @@ class DemoLayout:
         return [f"{self.host(n)}:{ETCD_CLIENT_PORT}" for n in self.nodes]
 
     def initial_cluster(self) -> str:
-        return ",".join(f"{n}=https://{self.host(n)}:{ETCD_PEER_PORT}" for n in self.nodes)
+        return ",".join(f"{n}={self.scheme}://{self.host(n)}:{ETCD_PEER_PORT}" for n in self.nodes)
 
 
 def save_layout(layout: DemoLayout) -> None:
@@ -143,6 +150,7 @@ def save_layout(layout: DemoLayout) -> None:
         "size": layout.size,
         "programs": list(layout.programs) if layout.programs is not None else None,
         "token": layout.token,
+        "secure": layout.secure,
     }
     layout.layout_path.write_text(yaml.safe_dump(data, sort_keys=False))
 
@@ -161,6 +169,7 @@ def load_layout(directory: Path) -> DemoLayout | None:
         size=int(data.get("size", 3)),
         programs=tuple(programs) if programs is not None else None,
         token=str(data["token"]),
+        secure=bool(data.get("secure", True)),
     )
 
 
@@ -233,8 +242,22 @@ def node_config(layout: DemoLayout, node: str, creds: Secrets, tls: NodeTls | No
         "haproxy": {"enabled": False},  # the demo runs one shared HAProxy (the proxy node)
         "appliance": {"run_dir": run_dir, "peers": [layout.host(n) for n in layout.nodes if n != node]},
     }
+    if not layout.secure:
+        _strip_security(config)
     LocalConfig.model_validate(config)
     return config
+
+
+INSECURE = {c: False for c in ("restapi_tls", "restapi_auth", "etcd_tls", "etcd_auth", "postgresql_tls")}
+
+
+def _strip_security(config: dict[str, Any]) -> None:
+    config.pop("tls")
+    config["restapi"].pop("authentication")
+    for key in ("username", "password"):
+        config["etcd3"].pop(key)
+    config["etcd"].pop("root_password")
+    config["security"] = dict(INSECURE)
 
 
 def prepare_dirs(paths: list[Path], user: str | None) -> None:
@@ -299,6 +322,8 @@ def write_node_files(layout: DemoLayout, node: str, creds: Secrets, user: str | 
 
 def client_config(layout: DemoLayout, creds: Secrets, tls: NodeTls) -> dict[str, Any]:
     """The operator's view of the demo, valid for ``appliance -c`` and for patronictl alike."""
+    if not layout.secure:
+        return {"scope": SCOPE, "namespace": "/service/", "etcd3": {"hosts": layout.etcd_hosts()}}
     return {
         "scope": SCOPE,
         "namespace": "/service/",
@@ -332,7 +357,7 @@ def proxy_spec(layout: DemoLayout, user: str | None) -> tuple[str, SupervisorSpe
         replica_port=replicas,
         stats_port=stats,
         run_dir=str(run_dir),
-        check_ca_file=str(proxy_ca(layout)),
+        check_ca_file=str(proxy_ca(layout)) if layout.secure else None,
     )
     cfg_path = directory / "haproxy.cfg"
     program = Program("haproxy", haproxy_command(str(cfg_path)), PRIORITIES["haproxy"], startsecs=2, stopwaitsecs=10)

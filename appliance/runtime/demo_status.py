@@ -45,10 +45,11 @@ def operator_client(layout: DemoLayout, creds: Secrets) -> Client:
                   password=creds.restapi_password)
 
 
-def dsn(creds: Secrets, host: str, port: int) -> str:
+def dsn(creds: Secrets, host: str, port: int, with_password: bool = True, secure: bool = True) -> str:
     """libpq URI over TLS, verifying the node certificate against the demo CA."""
-    return (f"postgresql://postgres:{quote(creds.superuser_password, safe='')}@{host}:{port}/postgres"
-            f"?sslmode=verify-full&sslrootcert={quote(creds.ca_file)}")
+    user = f"postgres:{quote(creds.superuser_password, safe='')}" if with_password else "postgres"
+    tls = f"sslmode=verify-full&sslrootcert={quote(creds.ca_file)}" if secure else "sslmode=disable"
+    return f"postgresql://{user}@{host}:{port}/postgres?{tls}"
 
 
 def _role(patroni: Mapping[str, Any]) -> str | None:
@@ -56,8 +57,8 @@ def _role(patroni: Mapping[str, Any]) -> str | None:
     return "primary" if role == "master" else role
 
 
-def _etcd_state(host: str, client: Client) -> str:
-    body, error = fetch_json(f"https://{host}:{ETCD_CLIENT_PORT}/health", client)
+def _etcd_state(host: str, client: Client, scheme: str = "https") -> str:
+    body, error = fetch_json(f"{scheme}://{host}:{ETCD_CLIENT_PORT}/health", client)
     if error is not None:
         return "unreachable"
     return "healthy" if isinstance(body, dict) and body.get("health") == "true" else "unhealthy"
@@ -65,7 +66,7 @@ def _etcd_state(host: str, client: Client) -> str:
 
 def _member(layout: DemoLayout, node: str, supervisord: Mapping[str, Any], client: Client) -> dict[str, Any]:
     host = layout.host(node)
-    api_url = f"https://{host}:{API_PORT}"
+    api_url = f"{layout.scheme}://{host}:{API_PORT}"
     patroni, error = fetch_json(f"{api_url}/patroni", client)
     ok = isinstance(patroni, dict)
     info: dict[str, Any] = patroni if ok else {}
@@ -82,7 +83,7 @@ def _member(layout: DemoLayout, node: str, supervisord: Mapping[str, Any], clien
         "api_error": error,
         "ports": {"pg": PG_PORT, "api": API_PORT, "etcd_client": ETCD_CLIENT_PORT, "etcd_peer": ETCD_PEER_PORT},
         "data_dir": str(layout.data_dir(node)),
-        "etcd": _etcd_state(host, client),
+        "etcd": _etcd_state(host, client, layout.scheme),
         **supervisord,
     }
 
@@ -155,13 +156,15 @@ def cluster_status(
         "scope": SCOPE,
         "dir": str(layout.dir),
         "members": members,
-        "etcd": [f"https://{h}" for h in layout.etcd_hosts()],
+        "etcd": [f"{layout.scheme}://{h}" for h in layout.etcd_hosts()],
         "ca_file": creds.ca_file,
         "client_config": str(layout.client_config_path),
         "proxy": proxy,
+        # No password in a document that gets printed and pasted: it is in password_file.
         "dsn": {
-            "primary": dsn(creds, layout.proxy_address, primary_port),
-            "replicas": dsn(creds, layout.proxy_address, replica_port),
+            "primary": dsn(creds, layout.proxy_address, primary_port, with_password=False, secure=layout.secure),
+            "replicas": dsn(creds, layout.proxy_address, replica_port, with_password=False, secure=layout.secure),
+            "password_file": str(creds.dir / "postgres_password"),
         },
     }
 

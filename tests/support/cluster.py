@@ -50,12 +50,12 @@ def free_net(size: int = 3, rng: random.Random | None = None) -> str:
     raise RuntimeError("no free 127.A.B network found for a demo cluster")
 
 
-def new_demo(programs: Sequence[str] | None = None) -> DemoCluster:
+def new_demo(programs: Sequence[str] | None = None, secure: bool = True) -> DemoCluster:
     """A not-yet-started DemoCluster in a fresh directory the postgres user can reach."""
     directory = tempfile.mkdtemp(prefix="demo-", dir="/var/tmp")
     os.chmod(directory, 0o755)
     ports = (free_port(), free_port(), free_port())
-    return DemoCluster(directory, net=free_net(), proxy_ports=ports, programs=programs)
+    return DemoCluster(directory, net=free_net(), proxy_ports=ports, programs=programs, secure=secure)
 
 
 def log_tails(cluster: DemoCluster, lines: int = 25) -> str:
