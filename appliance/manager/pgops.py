@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -209,6 +210,9 @@ class PgOps:
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while self.control.is_running() and time.monotonic() < deadline:
+            time.sleep(0.05)
         return not self.control.is_running()
 
     def checkpoint(self) -> None:

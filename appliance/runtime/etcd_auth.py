@@ -6,7 +6,8 @@ idempotent, so the three nodes may race. The appliance user (etcd3.username) get
 and an anonymous client (or one with a certificate but no credentials) is refused once auth is on.
 Until it is on, only clients with a certificate from the cluster CA get in (client-cert-auth).
 
-``python -m appliance.runtime.etcd_auth --config FILE [--timeout S]``
+``python -m appliance.runtime.etcd_auth --config FILE [--timeout S]`` (default: until it is done;
+a cluster must never stay without auth because its members took long to reach quorum).
 """
 
 from __future__ import annotations
@@ -93,9 +94,11 @@ def ensure_auth(transport: EtcdTransport, plan: AuthPlan) -> None:
 
 def run(local: LocalConfig, timeout: float, sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic) -> int:
-    """Retry until done (the other members may not be up yet) or ``timeout``; 0 when auth is on."""
+    """Retry until done (the other members may not be up yet) or ``timeout`` (0: no limit); 0 when
+    auth is on. The wait between attempts grows to 30 s."""
     plan = AuthPlan.from_config(local)
-    deadline = clock() + timeout
+    deadline = clock() + timeout if timeout > 0 else float("inf")
+    pause = 2.0
     while True:
         transport = EtcdTransport(list(local.etcd3.hosts), 5.0, username=ROOT, password=plan.root_password,
                                   tls=etcd_tls(local.etcd3))
@@ -110,7 +113,8 @@ def run(local: LocalConfig, timeout: float, sleep: Callable[[float], None] = tim
             log.info("etcd auth: not yet (%s); retrying", exc)
         finally:
             transport.close()
-        sleep(2.0)
+        sleep(pause)
+        pause = min(30.0, pause * 1.5)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--config", required=True)
-    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--timeout", type=float, default=0.0, help="seconds; 0: until done")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="etcd_auth: %(message)s", stream=sys.stderr)
     try:

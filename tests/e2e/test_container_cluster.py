@@ -15,6 +15,7 @@ from functools import partial
 
 import pytest
 
+from appliance.net.http import request
 from tests.e2e.conftest import record
 from tests.e2e.dockerenv import NODES, Project, wait_for
 from tests.e2e.ledger import Ledger
@@ -288,3 +289,30 @@ def test_docker_stop_is_clean_and_down_up_keeps_every_row(project: Project, ledg
     assert system_id(project, leader) == sysid
     check_ledger(project, ledger, leader, earlier=ALL_ACKED)
     assert [r[0] for r in project.query(leader, "SELECT what FROM init_runs ORDER BY what")] == ["sh", "sql.gz"]
+
+
+def test_no_secret_anywhere_after_the_whole_run(project: Project) -> None:
+    """After every fault above: no generated secret in any container's logs, in `ps -eo args`, in the
+    environment of any process (etcd, HAProxy, the postmaster and its children included), or in
+    any API answer."""
+    secrets = {name: project.secret(name) for name in ("postgres_password", "replication_password",
+                                                       "restapi_password", "etcd_password", "etcd_root_password")}
+    keys = {"ca.key": (project.secrets / "ca.key").read_text()}
+    for node in NODES:
+        keys[f"{node} node.key"] = project.docker("exec", project.cid(node), "cat",
+                                                  "/run/pgappliance/tls/node.key").stdout
+    for name, pem in keys.items():
+        secrets[name] = next(line for line in pem.splitlines() if line and not line.startswith("-----"))
+    places: dict[str, str] = {}
+    environ = "for p in /proc/[0-9]*; do echo \"== $p $(tr '\\0' ' ' < $p/cmdline)\"; tr '\\0' '\\n' < $p/environ; done"
+    for node in NODES:
+        cid = project.cid(node)
+        places[f"{node} docker logs"] = project.logs(node, tail=100000)
+        # The environ dump lists every process's command line too: what `ps -eo args` shows.
+        places[f"{node} argv and environ"] = project.docker("exec", cid, "sh", "-c", environ, check=False).stdout
+        ip = project.ip(node)
+        for path in ("/patroni", "/cluster", "/config", "/history", "/events", "/metrics", "/openapi.json"):
+            places[f"{node} GET {path}"] = request(f"https://{ip}:8008{path}", project.client()).body.decode()
+    assert "postgres" in places["node1 argv and environ"] and "haproxy" in places["node1 argv and environ"]
+    leaks = [(what, where) for what, value in secrets.items() for where, text in places.items() if value in text]
+    assert leaks == []

@@ -30,6 +30,15 @@ def test_missing_password_stops_the_container_with_a_clear_message(image: str) -
     assert "Database is uninitialized and superuser password is not specified" in result.stderr
 
 
+def test_a_bad_parameter_stops_the_container_naming_its_variable(image: str) -> None:
+    """It used to start, and Docker called it healthy, while PostgreSQL refused to start forever."""
+    result = run(["docker", "run", "--rm", "-e", "POSTGRES_PASSWORD=x",
+                  "-e", "APPLIANCE_POSTGRESQL__PARAMETERS__WORK_MEM=banana", image], timeout=120, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "postgresql.parameters.work_mem (env APPLIANCE_POSTGRESQL__PARAMETERS__WORK_MEM)" in result.stderr
+    assert 'invalid value for parameter "work_mem"' in result.stderr
+
+
 def test_docker_run_without_peers_is_a_one_node_cluster(image: str, container: str) -> None:
     # --user 999:999 (the postgres user): the entrypoint then has nothing to fix and nothing to drop.
     start = time.monotonic()

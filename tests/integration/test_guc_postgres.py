@@ -108,3 +108,16 @@ def test_quoted_values_read_back_exactly(runner: Runner, workdir: str) -> None:
             assert printed[0] == value
     finally:
         shutil.rmtree(conf_dir, ignore_errors=True)
+
+
+def test_a_bad_parameter_from_the_environment_is_refused_naming_the_variable() -> None:
+    """work_mem=banana used to start a container Docker called healthy while PostgreSQL never ran."""
+    from appliance.config import build_local, load_local
+    from appliance.postgres.validate import check_local
+
+    layers = load_local(None, {"APPLIANCE_POSTGRESQL__PARAMETERS__WORK_MEM": "banana",
+                               "APPLIANCE_POSTGRESQL__PARAMETERS__SHARED_BUFFERS": "256MB"})
+    problems = check_local(build_local(layers), layers.provenance)
+    assert [(p.key, p.source) for p in problems] == [
+        ("postgresql.parameters.work_mem", "env APPLIANCE_POSTGRESQL__PARAMETERS__WORK_MEM")]
+    assert 'invalid value for parameter "work_mem"' in problems[0].reason and "'banana'" in problems[0].reason

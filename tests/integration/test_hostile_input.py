@@ -267,3 +267,43 @@ def test_slow_clients_never_delay_the_health_checks(cluster: DemoCluster) -> Non
           f"p99 {p99 * 1000:.1f} ms")
     assert p99 < 0.5  # the benchmark reports the real figure; this only catches starvation
     assert _chkdown(cluster) == before  # HAProxy never marked a primary down
+
+
+# --- 8. a stale state never answers 200 -------------------------------------------------------------------
+
+def test_a_frozen_manager_s_node_stops_answering_health_checks_whatever_the_ttl(cluster: DemoCluster) -> None:
+    """With ttl 60 a hung manager's node answered /primary 200 from a 50-s-old state."""
+    import os
+    import signal
+
+    from appliance.runtime import procs
+
+    primary = wait_until("a healthy cluster", lambda: healthy(cluster), 60)
+    assert api(cluster, primary, "PATCH", "/config", {"ttl": 60})[0] == 200
+    time.sleep(3)  # the lease with the new ttl is granted
+    supervisord = cluster.supervisord_pid(primary)
+    assert supervisord is not None
+    manager = next(p for p in procs.descendants(supervisord) if "manager" in procs.cmdline(p))
+    os.kill(manager, signal.SIGSTOP)
+    frozen = time.monotonic()
+    try:
+        def refused() -> dict[str, Any] | None:
+            answer = request(f"https://{cluster.layout.host(primary)}:8008/primary", Client(
+                cafile=cluster.secrets.ca_file), timeout=3)
+            doc = answer.json()
+            return doc if answer.status == 503 else None
+
+        doc = wait_until("/primary to answer 503", refused, 20)
+        assert "manager dead or hung" in doc["reason"], doc
+        assert time.monotonic() - frozen < 12  # the state's deadline (loop + retries), not the ttl of 60 s
+        metrics = request(f"https://{cluster.layout.host(primary)}:8008/metrics",
+                          Client(cafile=cluster.secrets.ca_file)).body.decode()
+        assert any(line.startswith("pgappliance_state_fresh{") and line.endswith(" 0.0")
+                   for line in metrics.splitlines())
+    finally:
+        os.kill(manager, signal.SIGCONT)
+    wait_until("the node fresh again", lambda: request(
+        f"https://{cluster.layout.host(primary)}:8008/primary", Client(cafile=cluster.secrets.ca_file)).status == 200,
+        20)
+    assert api(cluster, primary, "PATCH", "/config", {"ttl": 5})[0] == 200
+    assert read_view(cluster).leader_name == primary

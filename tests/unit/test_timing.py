@@ -43,3 +43,13 @@ def test_published_state_goes_stale_on_the_loop_not_on_the_ttl() -> None:
     assert staleness(doc, 106.0) is None
     reason = staleness(doc, 150.0)
     assert reason is not None and "50.0s old" in reason
+
+
+def test_a_new_retry_timeout_reaches_the_etcd_client() -> None:
+    from appliance.dcs.etcd_transport import EtcdTransport
+
+    transport = EtcdTransport(["127.0.0.1:1", "127.0.0.1:2"], 2.0)
+    assert (transport.retry_timeout, transport.request_timeout) == (2.0, 1.0)
+    transport.set_retry_timeout(10)
+    assert (transport.retry_timeout, transport.request_timeout) == (10.0, 5.0)
+    transport.close()
