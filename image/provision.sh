@@ -5,7 +5,9 @@
 #
 #   provision.sh [all|system|deps|app]     (default: all)
 #     system  the postgres user (uid/gid fixed BEFORE any package could create it), PostgreSQL 15,
-#             etcd 3.4, HAProxy 2.6 and python3 from Debian, the appliance's directories
+#             HAProxy 2.6 and python3 from Debian bookworm, etcd 3.5 from Debian trixie (see
+#             etcd_source), the appliance's directories
+#     etcd-source  only the apt source and pin of etcd_source (scripts/setup uses it)
 #     deps    the venv (from Debian's /usr/bin/python3) with the package's third-party dependencies
 #     app     the appliance package itself, /etc/pgappliance/appliance.yml, /usr/local/bin/appliance
 #   The Dockerfile runs the phases separately so that a code change rebuilds only `app`.
@@ -77,8 +79,33 @@ apt_install() {
     rm -f /usr/sbin/policy-rc.d
 }
 
+etcd_source() {
+    # bookworm's etcd 3.4.23 predates the fix for leases revoked by a stale etcd leader (etcd
+    # PR #17465 in 3.4.31, #17425 in 3.5.13): its SIGCONT after a pause can delete the primary's
+    # leader key and force a needless failover. Debian trixie's etcd 3.5.16 has the fix and needs
+    # only libc6 >= 2.34 (bookworm has 2.36); the pin takes etcd-server/etcd-client from trixie and
+    # nothing else (every other trixie package stays below bookworm's priority).
+    cat >/etc/apt/sources.list.d/pgappliance-etcd.sources <<'EOF'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+    cat >/etc/apt/preferences.d/pgappliance-etcd <<'EOF'
+Package: *
+Pin: release n=trixie
+Pin-Priority: 100
+
+Package: etcd-server etcd-client
+Pin: release n=trixie
+Pin-Priority: 990
+EOF
+}
+
 phase_system() {
     create_user
+    etcd_source
     if [ "${PGAPPLIANCE_SLIM:-0}" = 1 ]; then slim_excludes; fi
     apt-get update -qq
     apt_install postgresql-common
@@ -179,6 +206,7 @@ EOF
 
 case "$PHASE" in
     system) phase_system ;;
+    etcd-source) etcd_source ;;
     deps) phase_deps ;;
     app) phase_app ;;
     all) phase_system; phase_deps; phase_app ;;

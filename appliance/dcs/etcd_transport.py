@@ -23,7 +23,7 @@ Metadata = tuple[tuple[str, str], ...]
 MIN_REQUEST_TIMEOUT = 0.5
 _ROUND_PAUSE = 0.1  # after every endpoint failed once in a row: do not spin on refused connections
 # Reconnect quickly to a member that comes back; the gRPC default backoff grows to 120 s.
-# Keepalive pings (etcd 3.4 tolerates one every 5 s) detect a frozen member under a long watch.
+# Keepalive pings (etcd tolerates one every 5 s) detect a frozen member under a long watch.
 _CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.min_reconnect_backoff_ms", 200),

@@ -138,7 +138,7 @@ def etcd_command(
         "ETCD_LOG_OUTPUTS": "stderr",
     }
     if (machine or platform.machine()) in ("aarch64", "arm64"):
-        env["ETCD_UNSUPPORTED_ARCH"] = "arm64"  # etcd 3.4 exits on arm64 without it
+        env["ETCD_UNSUPPORTED_ARCH"] = "arm64"  # etcd 3.4 exits on arm64 without it (3.5 ignores it)
     return EtcdCommand(argv=argv, env=env)
 
 

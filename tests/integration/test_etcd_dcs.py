@@ -1,4 +1,4 @@
-"""EtcdDCS against a real 3-member etcd 3.4: Patroni's key layout, leases, CAS, watch, failover, no stale reads."""
+"""EtcdDCS against a real 3-member etcd 3.5: Patroni's key layout, leases, CAS, watch, failover, no stale reads."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A real n-member etcd 3.4 cluster on 127.0.0.1 with free ports, for integration tests."""
+"""A real n-member etcd 3.5 cluster on 127.0.0.1 with free ports, for integration tests."""
 
 from __future__ import annotations
 
