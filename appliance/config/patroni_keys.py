@@ -31,7 +31,7 @@ DYNAMIC_POSTGRESQL_IGNORED = frozenset({
 
 LOCAL_IGNORED: dict[tuple[str, ...], frozenset[str]] = {
     (): frozenset({
-        "log", "watchdog", "kubernetes", "consul", "zookeeper", "exhibitor", "raft", "citus",
+        "log", "kubernetes", "consul", "zookeeper", "exhibitor", "raft", "citus",
     }) | DYNAMIC_TOP_NOT_IMPLEMENTED,
     ("restapi",): frozenset({
         "keyfile_password", "ciphers",

@@ -333,6 +333,28 @@ class Haproxy(_Strict):
     replica_max_lag: Lag = "16MB"
 
 
+class Watchdog(_Strict):
+    """Patroni's ``watchdog`` section. The fencer (not the HA loop) opens the device while this node
+    leads, and feeds it only while a reset would still come before the lease could expire elsewhere.
+    ``automatic``: use it when it works; ``required``: a node whose watchdog cannot be used never
+    takes the leader key; ``off``: never touch it."""
+
+    mode: Literal["off", "automatic", "required"] = "automatic"
+    device: str = "/dev/watchdog"
+    safety_margin: StrictInt = Field(default=5, ge=-1, le=3600)
+    driver: Literal["default"] = "default"
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false (and `on` as true); Patroni takes both spellings.
+        if value is False:
+            return "off"
+        if isinstance(value, str) and value.lower() in ("auto", "require"):
+            return {"auto": "automatic", "require": "required"}[value.lower()]
+        return value
+
+
 class Appliance(_Strict):
     """Our own section: where the appliance keeps runtime state and how it logs."""
 
@@ -358,4 +380,5 @@ class LocalConfig(_Strict):
     haproxy: Haproxy = Haproxy()
     tls: Tls = Tls()
     security: Security = Security()
+    watchdog: Watchdog = Watchdog()
     appliance: Appliance = Appliance()

@@ -29,6 +29,8 @@ def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> st
         return "tagged nofailover"
     if cfg.failover_priority <= 0:
         return f"failover_priority is {cfg.failover_priority}"
+    if local.fence_problem:
+        return f"cannot be fenced: {local.fence_problem}"
     fo = view.failover
     if fo is not None and fo.leader == local.name and _failover_due(view, local):
         return "a switchover away from this node is in progress"

@@ -77,6 +77,7 @@ class LocalState:
     peers: tuple[PeerStatus, ...] = ()
     pending_restart: bool = False  # PostgreSQL reports settings that need a restart
     leader_alive: bool | None = None  # the leader's API confirmed it runs as primary (None: not asked)
+    fence_problem: str | None = None  # why nothing could fence this node if its manager froze
 
 
 @dataclass(frozen=True)

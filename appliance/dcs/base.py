@@ -32,6 +32,12 @@ class DCS(Protocol):
         """
         ...
 
+    @property
+    def lease_id(self) -> int | None:
+        """The session lease (None before the first grant): the leader key is ours to rely on only
+        while it is attached to the lease we renew."""
+        ...
+
     def set_ttl(self, ttl: int) -> None:
         """Use ``ttl`` for the next lease grant (the current lease is revoked lazily)."""
         ...

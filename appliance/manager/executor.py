@@ -26,8 +26,14 @@ class Executor:
     def __init__(self, dcs: DCS, ops: PgOps, jobs: JobRunner, events: EventLog,
                  seed_config: Callable[[], dict[str, Any]], wake: Callable[[], None],
                  reload_config: Callable[[], bool] = lambda: True,
-                 stop_kill_after: Callable[[], float | None] = lambda: None) -> None:
+                 stop_kill_after: Callable[[], float | None] = lambda: None,
+                 key_confirmed: Callable[[], None] = lambda: None,
+                 key_lost: Callable[[], None] = lambda: None) -> None:
         self.dcs = dcs
+        # Told of every definite answer about the leader key (not of a DCS error: the lease deadline
+        # then stands as it was): the fencer's lease order follows them before the next action runs.
+        self.key_confirmed = key_confirmed
+        self.key_lost = key_lost
         self.stop_kill_after = stop_kill_after
         self.ops = ops
         self.jobs = jobs
@@ -84,13 +90,21 @@ class Executor:
         return self.dcs.cancel_initialize(act.revision or None)
 
     def _do_AcquireLeader(self, act: a.AcquireLeader) -> bool:
-        return self.dcs.acquire_leader()
+        return self._key(self.dcs.acquire_leader())
 
     def _do_UpdateLeader(self, act: a.UpdateLeader) -> bool:
-        return self.dcs.update_leader()
+        return self._key(self.dcs.update_leader())
+
+    def _key(self, ours: bool) -> bool:
+        if ours:
+            self.key_confirmed()
+        else:
+            self.key_lost()
+        return ours
 
     def _do_ReleaseLeader(self, act: a.ReleaseLeader) -> bool:
         self.dcs.release_leader()
+        self.key_lost()
         return True
 
     def _do_WriteConfigKey(self, act: a.WriteConfigKey) -> bool:
@@ -153,6 +167,7 @@ class Executor:
         self.events.emit("demoted", act.reason, mode=act.mode.value, stopped=stopped)
         if stopped and act.release:
             self.dcs.release_leader()
+            self.key_lost()
         return stopped
 
     def _do_Follow(self, act: a.Follow) -> bool:

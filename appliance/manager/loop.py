@@ -21,9 +21,11 @@ from appliance.core.state import HaSettings, JobResult, LocalState, PeerStatus
 from appliance.core.switchover import scheduled_epoch
 from appliance.core.timing import safe_loop_wait
 from appliance.dcs.base import DCS, DCSError
+from appliance.fence.order import WatchdogSettings
 from appliance.manager.channel import write_state
 from appliance.manager.events import EventLog
 from appliance.manager.executor import Executor
+from appliance.manager.fencing import FencingStatus, LeaseKeeper
 from appliance.manager.intents import Intent, take_all
 from appliance.manager.jobs import JobRunner
 from appliance.manager.peers import fetch_peers
@@ -60,11 +62,15 @@ class Manager:
         self._rejected: dict[str, Any] | None = None
         # Parameters and pg_hba of a DCS document, checked by this PostgreSQL before they are applied.
         self.check_dynamic: DynamicCheck = check_dynamic
+        self.fencing = LeaseKeeper(self.effective.local.appliance.run_dir, clock, self.events)
+        self.fence_status: FencingStatus | None = None
         self.executor = Executor(dcs, ops, self.jobs, self.events, lambda: bootstrap_dynamic(self.layers),
-                                 self._wake.set, self.reload_config, self._stop_kill_after)
+                                 self._wake.set, self.reload_config, self._stop_kill_after,
+                                 key_confirmed=lambda: self.fencing.key_confirmed(self.lease_ok_at,
+                                                                                  self.dcs.lease_ttl),
+                                 key_lost=self.fencing.key_lost)
         self.lease_ok_at: float | None = None
         self.dcs_last_seen: float | None = None
-        self.holds_lock = False
         self.pg_down_since: float | None = None
         self.last_view: ClusterView | None = None
         self.last_status: PgStatus | None = None
@@ -88,6 +94,10 @@ class Manager:
     def name(self) -> str:
         return self.effective.local.name
 
+    @property
+    def holds_lock(self) -> bool:
+        return self.fencing.holder
+
     # --- observe ---------------------------------------------------------------------------------
     def _read_dcs(self) -> ClusterView | None:
         try:
@@ -105,6 +115,11 @@ class Manager:
         self.dcs_last_seen = self.wall()
         if view.config is not None:
             self._apply_dynamic(view.config)
+        wd = self.effective.local.watchdog
+        self.fencing.configure(paused=self.ha.pause, ttl=float(self.dcs.lease_ttl),
+                               watchdog=WatchdogSettings(mode=wd.mode, device=wd.device,
+                                                         safety_margin=wd.safety_margin))
+        self.fencing.after_read(view, self.name, self.dcs.lease_id, sent, self.dcs.lease_ttl)
         return view
 
     def _apply_dynamic(self, config: dict[str, Any]) -> None:
@@ -136,6 +151,7 @@ class Manager:
         now = self.clock()
         view = self._read_dcs()
         status = self.ops.status()
+        self.fence_status = fencing = self.fencing.status()
         result = self.jobs.take_result() or self._pending_result
         self._pending_result = None
         if result is not None and result.job in self._intent_jobs:
@@ -171,7 +187,7 @@ class Manager:
             pg_down_since=self.pg_down_since, replication=self.ops.standby_conns(status),
             synchronous_standby_names=self.ops.ssn, ssn_set_lsn=self.ops.ssn_set_lsn,
             config_stale=self.ops.config_stale(), peers=peers, leader_alive=leader_alive,
-            pending_restart=bool(status.pending_restart),
+            pending_restart=bool(status.pending_restart), fence_problem=fencing.problem,
         )
         return view, local, status
 
@@ -185,7 +201,6 @@ class Manager:
             results = self.executor.run(actions)
         else:
             actions = [act for act, _ in results]
-        self._track_lock(view, results)
         self.last_view, self.last_status = view, status
         self.last_loop_seconds = self.clock() - started
         self.loop_count += 1
@@ -257,17 +272,6 @@ class Manager:
         self._apply_dynamic(view_config or {})
         return self.ops.reconcile()
 
-    def _track_lock(self, view: ClusterView | None, results: list[tuple[a.Action, bool]]) -> None:
-        holds = view is not None and view.leader_name == self.name
-        if view is None:
-            holds = self.holds_lock and self.lease_ok_at is not None
-        for act, ok in results:
-            if isinstance(act, (a.AcquireLeader, a.UpdateLeader)):
-                holds = ok
-            elif isinstance(act, a.ReleaseLeader) or (isinstance(act, a.Demote) and act.release and ok):
-                holds = False
-        self.holds_lock = holds
-
     def _publish(self, view: ClusterView | None, status: PgStatus, started: float) -> None:
         local = self.effective.local
         job = self.jobs.running
@@ -278,7 +282,7 @@ class Manager:
                 self.dcs.touch_member(member)
             except DCSError as exc:
                 self.events.emit("dcs_error", f"could not publish our member key: {exc}", level=logging.WARNING)
-        expires = self.lease_ok_at + self.ha.ttl if self.lease_ok_at is not None else None
+        expires = self.fencing.expires()
         doc = state_doc(name=self.name, scope=local.scope, ha=self.ha, status=status, view=view, job=job,
                         tags=local.tags, holder=self.holds_lock, lease_expires=expires, loop_started=started,
                         now=self.clock(), dcs_last_seen=self.dcs_last_seen, events=self.events.recent(50))
@@ -294,6 +298,12 @@ class Manager:
         doc["scheduled_restart"] = self.scheduled_restart
         doc["patroni_doc"]["scheduled_restart"] = self.scheduled_restart
         doc["insecure"] = doc["patroni_doc"]["insecure_channels"] = list(insecure_channels(local))
+        fencing = self.fence_status
+        if fencing is not None:
+            doc["fencing"] = {"fencer_alive": fencing.fencer_alive, "watchdog": fencing.watchdog,
+                              "watchdog_reason": fencing.watchdog_reason, "fences": fencing.fences,
+                              "problem": fencing.problem}
+            doc["patroni_doc"]["watchdog_failed"] = fencing.watchdog_failed
         # A DCS config this node cannot apply: it runs on the last good one and says why.
         doc["config_rejected"] = doc["patroni_doc"]["config_rejected"] = self._config_error
         try:
@@ -330,6 +340,7 @@ class Manager:
         if stopped and self.holds_lock:
             try:
                 self.dcs.release_leader()
+                self.fencing.key_lost()
                 self.events.emit("shutdown", "released the leader key after a clean stop")
             except DCSError as exc:
                 self.events.emit("dcs_error", f"could not release the leader key: {exc}", level=logging.WARNING)

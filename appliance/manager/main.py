@@ -12,7 +12,6 @@ from appliance.config.errors import ConfigError
 from appliance.dcs.factory import etcd_from_config
 from appliance.manager.events import setup_logging
 from appliance.manager.executor import FatalError
-from appliance.manager.guard import LeaseGuard
 from appliance.manager.loop import Manager
 from appliance.manager.peers import fetch_peers
 from appliance.manager.pgops import PgOps
@@ -75,9 +74,6 @@ def run(config_path: str | None) -> int:
         manager.wake()
 
     signal.signal(signal.SIGHUP, on_hup)
-    guard = LeaseGuard(lambda: manager.lease_ok_at, lambda: manager.holds_lock and _is_primary(manager),
-                       lambda: float(manager.ha.ttl), lambda: manager.ops.fence())
-    guard.start()
     manager.events.emit("started", f"manager for {manager.name} started")
     code = 0
     try:
@@ -93,13 +89,7 @@ def run(config_path: str | None) -> int:
             if not stop.is_set():
                 manager.wait_next()
     finally:
-        guard.stop()
         if code == 0:
             manager.shutdown()
         manager.dcs.close()
     return code
-
-
-def _is_primary(manager: Manager) -> bool:
-    status = manager.last_status
-    return status is not None and status.role == "primary"

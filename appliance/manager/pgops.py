@@ -221,9 +221,6 @@ class PgOps:
         except Exception as exc:  # only an optimisation before a planned stop
             log.warning("checkpoint before stopping failed: %s", exc)
 
-    def fence(self) -> None:
-        self.control.stop(mode="immediate", timeout=10)
-
     def bootstrap(self) -> tuple[bool, str]:
         try:
             self.control.initdb()

@@ -12,6 +12,7 @@ import os
 import pwd
 import shutil
 import socket
+import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -154,7 +155,7 @@ def init_program(config: LocalConfig, python: str, rendered: str) -> Program:
     marker = os.path.join(config.appliance.run_dir, PENDING_MARKER)
     command = [python, "-m", "appliance.runtime.initdb_scripts", "--config", rendered, "--pending", marker,
                "--dir", INITDB_DIR]
-    return Program("initdb_scripts", command, 50, autorestart=False, startsecs=0, startretries=0)
+    return Program("initdb_scripts", command, 60, autorestart=False, startsecs=0, startretries=0)
 
 
 def write_runtime_files(plan: Plan, python: str) -> None:
@@ -235,6 +236,27 @@ def prepare_dirs(config: LocalConfig, owner: tuple[int, int] | None) -> None:
         _own(os.path.dirname(os.path.normpath(config.etcd.data_dir)), owner)
         _own(config.etcd.data_dir, owner, 0o700, recursive=True)
     _own(config.appliance.run_dir, owner, 0o755)
+    hand_over_watchdog(config, owner)
+
+
+def hand_over_watchdog(config: LocalConfig, owner: tuple[int, int] | None) -> None:
+    """The fencer runs as postgres: a watchdog device given to the container (or softdog on the VM)
+    must be postgres's to open. Only a character device is touched, never a file the config names."""
+    device = config.watchdog.device
+    if config.watchdog.mode == "off" or owner is None:
+        return
+    try:
+        st = os.stat(device)
+    except OSError:
+        return  # no device: the fencer reports the watchdog unavailable (fatal only when required)
+    if not stat.S_ISCHR(st.st_mode):
+        say(f"watchdog.device {device} is not a character device: left alone")
+        return
+    try:
+        os.chown(device, *owner)
+        os.chmod(device, 0o600)
+    except OSError as exc:
+        say(f"cannot hand {device} to {USER}: {exc}")
 
 
 def route_postgres_log(data_dir: str, owner: tuple[int, int] | None) -> None:

@@ -22,7 +22,7 @@ from appliance.runtime.supervisor import (
     package_root,
 )
 
-ALL_PROGRAMS: tuple[str, ...] = ("etcd", "manager", "haproxy", "api")
+ALL_PROGRAMS: tuple[str, ...] = ("etcd", "fencer", "haproxy", "api", "manager")  # priority order
 # One-shot helper beside the embedded etcd member: turns etcd auth on (runtime/etcd_auth.py).
 ETCD_AUTH = "etcd_auth"
 # A Python program needs about a second just to import; a crash at start-up must count as a failed
@@ -47,7 +47,7 @@ def wants_etcd_auth(config: LocalConfig) -> bool:
 
 
 def default_programs(config: LocalConfig) -> tuple[str, ...]:
-    wanted = {"manager", "api"}
+    wanted = {"fencer", "manager", "api"}
     if config.etcd.enabled:
         wanted.add("etcd")
     if config.haproxy.enabled:
@@ -67,6 +67,12 @@ def _program(
     if name == "etcd":
         etcd = etcd_command(config, etcd_state, cluster=etcd_cluster)
         return Program("etcd", etcd.argv, PRIORITIES["etcd"], environment=etcd.env, startsecs=3, stopwaitsecs=15)
+    if name == "fencer":
+        # Small and always on: it kills PostgreSQL when the manager's lease order runs out.
+        command = [python, "-m", "appliance.fence.daemon", "--data-dir", config.postgresql.data_dir,
+                   "--run-dir", config.appliance.run_dir, "--log-format", config.appliance.log_format,
+                   "--name", config.name]
+        return Program("fencer", command, PRIORITIES["fencer"], startsecs=2, stopwaitsecs=5)
     if name == "manager":
         # The manager owns the postmaster: no group signals, and time for a fast shutdown checkpoint.
         return Program(
@@ -113,6 +119,8 @@ def node_programs(
     ``etcd_state``/``etcd_cluster``: how a member with an empty data dir starts (see etcd_command).
     """
     names = default_programs(config) if programs is None else tuple(programs)
+    if "manager" in names and "fencer" not in names:
+        names = ("fencer", *names)  # a manager never runs without its fencer
     if "etcd" in names and wants_etcd_auth(config):
         names = (*names, ETCD_AUTH)
     path = str(Path(config_path).resolve())

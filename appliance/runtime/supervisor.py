@@ -12,10 +12,12 @@ from pathlib import Path
 
 import appliance
 
-# Start order (lower first); supervisord stops in the reverse order, so the manager can still
-# release the leader key through etcd when it stops.
-PRIORITIES: dict[str, int] = {"etcd": 10, "manager": 20, "haproxy": 30, "api": 40}
-CRITICAL_PROGRAMS: tuple[str, ...] = ("etcd", "manager", "api", "haproxy")
+# Start order (lower first); supervisord stops in the reverse order. The manager stops first: a
+# node that is shutting down must not take part in a leader race while its API and HAProxy go away,
+# and it releases the leader key while etcd still runs. The fencer starts before the manager and
+# stops after it, so that no postmaster the manager started is ever left without one.
+PRIORITIES: dict[str, int] = {"etcd": 10, "fencer": 15, "haproxy": 30, "api": 40, "manager": 50}
+CRITICAL_PROGRAMS: tuple[str, ...] = ("etcd", "fencer", "manager", "api", "haproxy")
 FATAL_LISTENER = "fatal_listener"
 FATAL_MARKER = "supervisord.fatal"
 

@@ -5,7 +5,8 @@
 #   vm.sh prepare     grow the root filesystem to the disk; wait for a cloud image's first cloud-init;
 #                     the postgres user (uid/gid 999 when free)
 #   vm.sh configure   the systemd unit (the container's entrypoint with EnvironmentFile=), its
-#                     wrapper, the env file template; Debian's own etcd/haproxy/postgresql units off
+#                     wrapper, the env file template, softdog at boot; Debian's own
+#                     etcd/haproxy/postgresql units off
 #   vm.sh seal        make the disk a template: no build user key, SSH host keys, machine-id,
 #                     cloud-init state, caches or staging files left; free blocks trimmed
 #
@@ -83,6 +84,10 @@ phase_configure() {
     # theirs. Masked, so that neither a package upgrade nor a first-boot preset brings them back.
     systemctl disable --now etcd.service haproxy.service postgresql.service >/dev/null 2>&1 || true
     systemctl mask etcd.service haproxy.service >/dev/null
+    # The fencer's watchdog (docs/fencing.md): softdog at every boot; the entrypoint (root) hands
+    # /dev/watchdog to postgres before supervisord drops privileges.
+    echo softdog >/etc/modules-load.d/pgappliance-watchdog.conf
+    modprobe softdog 2>/dev/null || say "softdog not loaded now (it loads at the next boot)"
     systemctl daemon-reload
     systemctl enable pgappliance.service >/dev/null 2>&1
     say "pgappliance.service enabled; it starts once /etc/pgappliance/appliance.env exists"

@@ -153,3 +153,91 @@ def published_lease_expiry(cluster: DemoCluster, node: str) -> float:
     lease = doc.get("lease") or {}
     expires = lease.get("expires_mono")
     return float(expires) if lease.get("holder") and isinstance(expires, (int, float)) else 0.0
+
+
+class WritablePoller:
+    """Asks every node ``pg_is_in_recovery()`` every ``interval`` seconds, each on its own thread.
+
+    ``overlaps()`` lists the moments when two nodes answered read-write within one round: the
+    invariant "never two writable nodes at once" holds when it is empty. A node that does not
+    answer (stopped, fenced, frozen) counts as not writable: it cannot acknowledge a write either.
+    """
+
+    def __init__(self, dsns: dict[str, str], interval: float = 0.2) -> None:
+        self.dsns = dsns
+        self.interval = interval
+        self.samples: dict[str, list[tuple[float, bool]]] = {n: [] for n in dsns}
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in dsns]
+
+    def _run(self, node: str) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        while not self._stop.is_set():
+            started = time.monotonic()
+            writable = False
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.dsns[node], connect_timeout=1, autocommit=True)
+                    conn.execute("SET statement_timeout = '1s'")
+                row = conn.execute("SELECT NOT pg_is_in_recovery()").fetchone()
+                writable = bool(row and row[0])
+            except psycopg.Error:
+                if conn is not None:
+                    conn.close()
+                conn = None
+            self.samples[node].append((started, writable))
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> WritablePoller:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(5)
+
+    def writable_at(self, node: str, when: float, window: float | None = None) -> bool:
+        """Whether ``node`` answered read-write in its sample closest before ``when`` (within one
+        ``window``, default two intervals: an older answer says nothing about ``when``)."""
+        window = 2 * self.interval if window is None else window
+        best: tuple[float, bool] | None = None
+        for at, writable in self.samples[node]:
+            if at > when:
+                break
+            best = (at, writable)
+        return best is not None and when - best[0] <= window and best[1]
+
+    def overlaps(self) -> list[tuple[float, list[str]]]:
+        """(time, nodes) for every sample at which two or more nodes were read-write."""
+        found = []
+        for node, rows in self.samples.items():
+            for at, writable in rows:
+                if not writable:
+                    continue
+                others = [n for n in self.samples if n != node and self.writable_at(n, at)]
+                if others:
+                    found.append((at, sorted([node, *others])))
+        return sorted(found)
+
+    def writable_seconds(self, node: str, since: float = 0.0) -> float:
+        """Roughly how long ``node`` answered read-write after ``since``."""
+        rows = [r for r in self.samples[node] if r[0] >= since]
+        return sum(b[0] - a[0] for a, b in itertools.pairwise(rows) if a[1])
+
+    def rounds(self) -> int:
+        return min((len(rows) for rows in self.samples.values()), default=0)
+
+
+def fence_counts(cluster: DemoCluster) -> dict[str, int]:
+    """How often each node's fencer killed PostgreSQL (0 for a node without a report yet)."""
+    from appliance.fence.order import read_report
+
+    counts = {}
+    for node in cluster.nodes:
+        report = read_report(str(cluster.layout.run_dir(node)))
+        counts[node] = report.fences if report is not None else 0
+    return counts

@@ -11,6 +11,7 @@ from appliance.runtime.demo import DemoCluster
 from tests.integration.ha_helpers import (
     Ledger,
     api_get,
+    fence_counts,
     healthy,
     patch_config,
     published_lease_expiry,
@@ -35,6 +36,8 @@ def cluster() -> Iterator[DemoCluster]:
 
 def test_bootstrap_forms_one_primary_two_streaming_replicas(cluster: DemoCluster) -> None:
     primary = wait_until("a healthy cluster", lambda: healthy(cluster), 60)
+    # The fencer is the last resort: a bootstrap must never have needed it.
+    assert fence_counts(cluster) == dict.fromkeys(cluster.nodes, 0)
     view = read_view(cluster)
     assert view.leader_name == primary
     sysid = sql(cluster.node_dsn(primary), "SELECT system_identifier::text FROM pg_control_system()")[0][0]
@@ -71,6 +74,7 @@ def test_kill_primary_fails_over_and_old_primary_rejoins(cluster: DemoCluster) -
 def test_two_failovers_in_a_row_never_wipe_a_replica(cluster: DemoCluster) -> None:
     """Regression: a replica that followed the first new primary saw a stale timeline once that one
     died too, took itself for diverged and re-cloned (wiping its data) from an unreachable leader."""
+    fences = fence_counts(cluster)
     for _ in range(2):
         primary = wait_until("a healthy cluster", lambda: healthy(cluster), 120)
         cluster.kill(primary)
@@ -81,6 +85,9 @@ def test_two_failovers_in_a_row_never_wipe_a_replica(cluster: DemoCluster) -> No
     for node in cluster.nodes:
         kinds = {e.get("action") for e in api_get(cluster, node, "/events")}
         assert "Reinitialize" not in kinds, f"{node} re-cloned its data directory"
+    # A crash is the HA loop's business: the fencer never had to act (not even on the restarted
+    # node, whose rewind runs a single-user postgres).
+    assert fence_counts(cluster) == fences
 
 
 def test_primary_cut_off_from_etcd_stops_writes_before_lease_expiry(cluster: DemoCluster) -> None:

@@ -130,6 +130,8 @@ def test_patroni_yml_is_accepted(patroni_yml: str) -> None:
     assert config.etcd3.cacert == "/etc/etcd/ca.crt"
     assert config.postgresql.authentication.superuser.sslmode == "prefer"
     assert config.ctl.insecure is False
+    assert (config.watchdog.mode, config.watchdog.device, config.watchdog.safety_margin) == (
+        "automatic", "/dev/watchdog", 5)
 
 
 def test_unimplemented_patroni_keys_warn(patroni_yml: str) -> None:
@@ -140,11 +142,11 @@ def test_unimplemented_patroni_keys_warn(patroni_yml: str) -> None:
         "bootstrap.dcs.postgresql.recovery_conf", "bootstrap.post_init", "postgresql.pgpass",
         "postgresql.callbacks",
         "postgresql.create_replica_methods", "postgresql.basebackup",
-        "postgresql.remove_data_directory_on_rewind_failure", "watchdog",
+        "postgresql.remove_data_directory_on_rewind_failure",
     }
     assert all("accepted but ignored" in w for w in warnings)
-    watchdog = next(w for w in warnings if w.startswith("watchdog "))
-    assert ":" in watchdog.split("(", 1)[1]  # file:line
+    log_key = next(w for w in warnings if w.startswith("log "))
+    assert ":" in log_key.split("(", 1)[1]  # file:line
 
 
 def test_patroni_bootstrap_dcs_seeds_the_dynamic_config(patroni_yml: str) -> None:

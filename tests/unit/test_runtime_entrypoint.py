@@ -111,8 +111,8 @@ def test_three_node_container_renders_every_file(tmp_path: Path) -> None:
                                  names=["node1", "localhost", "127.0.0.1"]) == []
     conf = parse_conf(plan.supervisord_conf)
     programs = [s for s in conf.sections() if s.startswith("program:")]
-    assert programs == ["program:etcd", "program:etcd_auth", "program:manager", "program:haproxy", "program:api",
-                        "program:initdb_scripts"]
+    assert programs == ["program:etcd", "program:etcd_auth", "program:fencer", "program:haproxy", "program:api",
+                        "program:manager", "program:initdb_scripts"]
     assert "PASSWORD" not in Path(plan.supervisord_conf).read_text()
     etcd = shlex.split(conf.get("program:etcd", "command"))
     assert etcd[etcd.index("--initial-cluster-token") + 1] == "pgappliance-batman"
@@ -473,3 +473,25 @@ def test_cluster_health_checks_members_and_routing() -> None:
     assert problems(cluster, {"node3": swapped}, expect=2) == [
         "node3: HAProxy routes 5000 to ['node1', 'node2'], want ['node1']"]
     assert problems(None, {}, expect=3) == ["the REST API does not answer /cluster"]
+
+
+def test_watchdog_handover_never_touches_a_file_that_is_not_a_device(tmp_path: Path) -> None:
+    from appliance.runtime.entrypoint import hand_over_watchdog
+
+    target = tmp_path / "not-a-watchdog"
+    target.write_text("keep me")
+    target.chmod(0o644)
+    before = target.stat()
+    config = LocalConfig.model_validate({"watchdog": {"mode": "required", "device": str(target)}})
+    hand_over_watchdog(config, (12345, 12345))
+    after = target.stat()
+    assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (before.st_uid, before.st_gid, 0o644)
+    hand_over_watchdog(LocalConfig.model_validate({"watchdog": {"device": str(tmp_path / "missing")}}),
+                       (12345, 12345))  # a missing device is no error here: the fencer reports it
+
+
+def test_watchdog_mode_takes_patroni_spellings() -> None:
+    assert LocalConfig.model_validate({"watchdog": {"mode": False}}).watchdog.mode == "off"
+    assert LocalConfig.model_validate({"watchdog": {"mode": "require"}}).watchdog.mode == "required"
+    with pytest.raises(ValueError):
+        LocalConfig.model_validate({"watchdog": {"mode": "sometimes"}})

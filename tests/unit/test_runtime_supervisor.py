@@ -36,8 +36,8 @@ def test_full_node_has_every_program_in_priority_order(tmp_path: Path) -> None:
     spec = node_supervisor_spec(_config(tmp_path), tmp_path / "node.yml", user="postgres")
     conf = _parse(render_supervisord_conf(spec))
     programs = [s for s in conf.sections() if s.startswith("program:")]
-    assert programs == ["program:etcd", "program:manager", "program:haproxy", "program:api"]
-    assert [conf.getint(s, "priority") for s in programs] == [10, 20, 30, 40]
+    assert programs == ["program:etcd", "program:fencer", "program:haproxy", "program:api", "program:manager"]
+    assert [conf.getint(s, "priority") for s in programs] == [10, 15, 30, 40, 50]
     assert conf.get("supervisord", "user") == "postgres"
     assert conf.get("supervisord", "nodaemon") == "true"
     assert 'HOME="' in conf.get("supervisord", "environment")
@@ -55,6 +55,17 @@ def test_manager_stanza_leaves_postgres_alone(tmp_path: Path) -> None:
     argv = shlex.split(manager["command"])
     assert argv == [sys.executable, "-m", "appliance", "manager", "--config", str((tmp_path / "node.yml").resolve())]
     assert not any(s == "program:postgres" for s in conf.sections())
+
+
+def test_fencer_stanza_watches_the_data_dir_and_comes_with_every_manager(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    conf = _parse(render_supervisord_conf(node_supervisor_spec(config, tmp_path / "node.yml",
+                                                               programs=("manager",))))
+    assert [s for s in conf.sections() if s.startswith("program:")] == ["program:fencer", "program:manager"]
+    argv = shlex.split(dict(conf.items("program:fencer"))["command"])
+    assert argv[:3] == [sys.executable, "-m", "appliance.fence.daemon"]
+    assert argv[argv.index("--data-dir") + 1] == config.postgresql.data_dir
+    assert argv[argv.index("--run-dir") + 1] == config.appliance.run_dir
 
 
 def test_stdio_logs_have_rotation_off(tmp_path: Path) -> None:

@@ -1,0 +1,127 @@
+"""Fencing on real processes: a primary whose manager freezes or dies stops accepting writes before
+its lease can expire and another node can promote. A ledger records every acknowledged write and a
+poller asks every node pg_is_in_recovery() every 200 ms: never two read-write nodes at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from appliance.runtime.demo import DemoCluster
+from tests.integration.ha_helpers import (
+    Ledger,
+    WritablePoller,
+    healthy,
+    patch_config,
+    read_view,
+    sql,
+    wait_until,
+)
+from tests.support.cluster import demo_cluster
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[DemoCluster]:
+    with demo_cluster(timeout=240) as c:
+        sql(c.dsn("primary"), "CREATE TABLE ledger(id bigint PRIMARY KEY)")
+        yield c
+
+
+def program_pid(cluster: DemoCluster, node: str, program: str) -> int:
+    res = cluster.supervisorctl(node, "pid", program)
+    pid = res.stdout.strip()
+    assert pid.isdigit() and pid != "0", f"no pid for {program} on {node}: {res.stdout}{res.stderr}"
+    return int(pid)
+
+
+def poller(cluster: DemoCluster) -> WritablePoller:
+    return WritablePoller({n: cluster.node_dsn(n) for n in cluster.nodes})
+
+
+def lost(cluster: DemoCluster, ledger: Ledger) -> list[int]:
+    present = {r[0] for r in sql(cluster.dsn("primary"), "SELECT id FROM ledger")}
+    return [i for i in ledger.acked if i not in present]
+
+
+@dataclass
+class Freeze:
+    old: str
+    new: str
+    frozen_at: float
+    poll: WritablePoller
+    ledger: Ledger
+
+    def first(self, node: str, writable: bool) -> float:
+        """Seconds from the freeze to ``node``'s first sample answering ``writable``."""
+        return next(at for at, w in self.poll.samples[node] if at >= self.frozen_at and w is writable) \
+            - self.frozen_at
+
+
+def freeze_manager(cluster: DemoCluster, seconds: float, start: int) -> Freeze:
+    """SIGSTOP the primary's manager for ``seconds`` under a writer and the poller."""
+    old = wait_until("a healthy cluster", lambda: healthy(cluster), 120)
+    pid = program_pid(cluster, old, "manager")
+    with poller(cluster) as poll, Ledger(cluster.dsn("primary"), start=start) as ledger:
+        wait_until("acknowledged writes", lambda: len(ledger.acked) > 20, 30)
+        os.kill(pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        try:
+            new = wait_until("another leader", lambda: (v := read_view(cluster).leader_name) != old and v, 30)
+            time.sleep(max(0.0, seconds - (time.monotonic() - frozen_at)))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        before = len(ledger.acked)
+        wait_until("writes on the new primary", lambda: ledger.acked_since(before) > 20, 60)
+        wait_until("the old primary back as a replica", lambda: healthy(cluster) == new, 120)
+    freeze = Freeze(old, str(new), frozen_at, poll, ledger)
+    print(f"manager of {old} frozen {seconds}s: fenced after {freeze.first(old, False):.2f}s, "
+          f"{new} read-write after {freeze.first(str(new), True):.2f}s")
+    return freeze
+
+
+def test_frozen_manager_is_fenced_before_another_node_promotes(cluster: DemoCluster) -> None:
+    f = freeze_manager(cluster, 20, start=1)
+    assert f.poll.rounds() > 50
+    assert not f.poll.overlaps(), f"two read-write nodes at once: {f.poll.overlaps()[:5]}"
+    assert f.first(f.old, False) < f.first(f.new, True)
+    events = [e for e in read_events(cluster, f.old) if e.get("kind") == "fenced"]
+    assert events, "the old primary's fencing left no event"
+
+
+def test_frozen_manager_in_strict_sync_mode_loses_nothing(cluster: DemoCluster) -> None:
+    wait_until("a healthy cluster", lambda: healthy(cluster), 120)
+    patch_config(cluster, {"synchronous_mode": True, "synchronous_mode_strict": True})
+    try:
+        wait_until("a sync standby", lambda: (v := read_view(cluster)).sync is not None
+                   and len(v.sync.sync_standby) == 1, 30)
+        f = freeze_manager(cluster, 20, start=1_000_000)
+        assert not f.poll.overlaps(), f"two read-write nodes at once: {f.poll.overlaps()[:5]}"
+        missing = lost(cluster, f.ledger)
+        assert not missing, f"{len(missing)} acknowledged commits lost: {missing[:10]}"
+    finally:
+        patch_config(cluster, {"synchronous_mode": False, "synchronous_mode_strict": False})
+
+
+def test_killed_manager_comes_back_without_a_failover(cluster: DemoCluster) -> None:
+    old = wait_until("a healthy cluster", lambda: healthy(cluster), 120)
+    with poller(cluster) as poll, Ledger(cluster.dsn("primary"), start=2_000_000) as ledger:
+        wait_until("acknowledged writes", lambda: len(ledger.acked) > 20, 30)
+        os.kill(program_pid(cluster, old, "manager"), signal.SIGKILL)
+        before = len(ledger.acked)
+        wait_until("writes again", lambda: ledger.acked_since(before) > 50, 60)
+    assert not poll.overlaps(), f"two read-write nodes at once: {poll.overlaps()[:5]}"
+    assert read_view(cluster).leader_name == old
+    assert not lost(cluster, ledger)
+
+
+def read_events(cluster: DemoCluster, node: str) -> list[dict[str, object]]:
+    from tests.integration.ha_helpers import api_get
+
+    return list(wait_until(f"{node}'s events", lambda: api_get(cluster, node, "/events"), 30))
