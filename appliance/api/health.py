@@ -134,6 +134,9 @@ def _replica(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdic
         return Verdict(503, "PostgreSQL is not running")
     if pg.get("role") != "replica":
         return Verdict(503, f"role is {pg.get('role')}, not replica")
+    problem = doc.get("replication_problem")
+    if problem:
+        return Verdict(503, f"stale replica: {problem}")
     tags = doc.get("tags") or {}
     if str(tags.get("noloadbalance", "")).lower() in {"true", "1", "yes", "on"}:
         return Verdict(503, "tagged noloadbalance")
@@ -207,6 +210,8 @@ def _readiness(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verd
         return Verdict(503, "PostgreSQL is not running")
     if pg.get("replication_state") != "streaming":
         return Verdict(503, f"replication_state is {pg.get('replication_state')}, not streaming")
+    if doc.get("replication_problem"):
+        return Verdict(503, f"stale replica: {doc['replication_problem']}")
     limit = parse_lag(args.get("lag"))
     if limit is None:
         limit = int(doc.get("maximum_lag_on_failover") or 1048576)

@@ -22,7 +22,7 @@ from flask import Flask, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 
-from appliance import __version__
+from appliance import PATRONI_VERSION, __version__
 from appliance.api.health import lag_bytes
 from appliance.config.security import CHANNELS
 from appliance.core.model import Member
@@ -106,6 +106,11 @@ class _Families:
         family.add_metric(self.labels, value)
         self.out.append(family)
 
+    def info(self, name: str, doc: str, values: dict[str, str]) -> None:
+        family = GaugeMetricFamily(name, doc, labels=(*LABELS, *values))
+        family.add_metric([*self.labels, *values.values()], 1.0)
+        self.out.append(family)
+
     def summary(self, name: str, doc: str, count: float, total: float) -> None:
         family = SummaryMetricFamily(name, doc, labels=LABELS)
         family.add_metric(self.labels, count_value=int(count), sum_value=total)
@@ -140,8 +145,8 @@ def patroni_metrics(f: _Families, doc: dict[str, Any], fresh: bool) -> None:
     xlog: dict[str, Any] = pd.get("xlog") or {}
     role = pd.get("role")
     state = pd.get("state")
-    f.gauge("patroni_version", "Patroni-compatible version without periods (pgappliance's version).",
-            version_number(__version__))
+    f.gauge("patroni_version", "Version of the Patroni contract implemented, without periods.",
+            version_number(PATRONI_VERSION))
     f.gauge("patroni_postgres_running", "Value is 1 if Postgres is running, 0 otherwise.", float(state == "running"))
     f.gauge("patroni_postmaster_start_time", "Epoch seconds since Postgres started.",
             _epoch(pd.get("postmaster_start_time")))
@@ -187,6 +192,8 @@ def patroni_metrics(f: _Families, doc: dict[str, Any], fresh: bool) -> None:
 def appliance_metrics(f: _Families, doc: dict[str, Any], fresh: bool, now: float, wall: float) -> None:
     """pgappliance_* metrics: HA loop, DCS, lease, lag, action counters, state freshness."""
     m: dict[str, Any] = doc.get("metrics") or {}
+    f.info("pgappliance_info", "Always 1: pgappliance's own version and the Patroni contract it implements.",
+           {"version": __version__, "patroni_version": PATRONI_VERSION})
     f.summary("pgappliance_ha_loop_duration_seconds", "Duration of the manager's HA loop iterations.",
               _num(m.get("loop_count")), _num(m.get("loop_seconds_sum")))
     f.gauge("pgappliance_ha_loop_last_duration_seconds", "Duration of the last HA loop iteration.",

@@ -18,7 +18,7 @@ ETCD3_IGNORED = frozenset({"url", "proxy", "srv", "srv_suffix", "use_proxies"})
 # Top-level dynamic keys Patroni knows and we do not act on. In a DCS document they are kept
 # (other Patroni tools may read them); in the local file they are dropped with a warning.
 DYNAMIC_TOP_NOT_IMPLEMENTED = frozenset({
-    "standby_cluster", "slots", "ignore_slots", "member_slots_ttl", "master_start_timeout",
+    "standby_cluster", "slots", "ignore_slots", "master_start_timeout",
     "master_stop_timeout",
 })
 # Keys of the dynamic `postgresql` section that we drop: not implemented, or local-only (Patroni

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from appliance.config.fields import Host, HostPort, Lag, Name, Port, Token, check_host, check_host_port, check_name
 
@@ -33,6 +42,23 @@ DEFAULT_ETCD_USER = "appliance"
 MAX_LAG = 2**53  # bytes: the largest integer a JSON reader keeps exact
 # Top-level dynamic keys that only the DCS may set (a local value only seeds bootstrap.dcs).
 DYNAMIC_ONLY_KEYS = ("ttl", "loop_wait", "retry_timeout")
+
+_DURATION_RE = re.compile(r"^\s*(\d{1,9})\s*(s|sec|min|m|h|d)?\s*$")
+_DURATION_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: Any) -> Any:
+    """Seconds as an integer, or a string with a unit as Patroni writes them ("30min", "2h")."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string such as 30min")
+    if isinstance(value, str):
+        match = _DURATION_RE.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration (seconds, or a number with s, min, h or d)")
+        return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if not isinstance(value, int):
+        raise ValueError("a duration is a number of seconds or a string such as 30min")
+    return value
 
 
 class _Strict(BaseModel):
@@ -104,6 +130,9 @@ class DynamicConfig(_Strict):
     synchronous_node_count: StrictInt = Field(default=1, ge=1, le=32)
     check_timeline: StrictBool = False
     max_timelines_history: StrictInt = Field(default=0, ge=0, le=1_000_000)
+    # Seconds (or Patroni's "30min", "2h", "1d") a vanished member's slot is kept: a replica that comes
+    # back within it streams on from its slot.
+    member_slots_ttl: Annotated[int, BeforeValidator(_duration), Field(ge=0, le=30 * 86400)] = 1800
     pause: StrictBool = False
     failsafe_mode: StrictBool = False
     postgresql: DynamicPostgresql = DynamicPostgresql()

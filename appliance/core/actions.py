@@ -109,6 +109,7 @@ class Promote(Action):
     strict_sync: bool = False  # keep commits blocked until a sync standby is confirmed
     history: tuple[HistoryEntry, ...] = ()  # the cluster's history so far, extended after promotion
     keep_history: int = 0  # max_timelines_history: the newest entries kept (0: all)
+    timeout: float = 30.0  # give up (and decide again next tick) before the just-renewed lease runs out
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,16 @@ class Follow(Action):
 
 
 @dataclass(frozen=True)
+class WriteHistory(Action):
+    """Replace the DCS ``history`` with the leader's own timeline lineage (missing or wrong rows)."""
+
+    history: tuple[HistoryEntry, ...] = ()
+
+
+@dataclass(frozen=True)
 class WriteStatus(Action):
     optime: int = 0
+    retain_slots: tuple[str, ...] = ()  # every member whose slot the leader keeps
 
 
 @dataclass(frozen=True)
@@ -167,3 +176,8 @@ class RestartPostgres(Action):
 @dataclass(frozen=True)
 class ReloadConfig(Action):
     """Re-read the local configuration and reload PostgreSQL."""
+
+
+# Actions that start a long job or change which node may write: held back while stopping or backing off.
+JOB_ACTIONS: tuple[type[Action], ...] = (Bootstrap, Clone, Rewind, Reinitialize, StartPostgres, RestartPostgres)
+TAKEOVER_ACTIONS: tuple[type[Action], ...] = (TakeInitialize, AcquireLeader, Promote)

@@ -3,17 +3,52 @@
 from __future__ import annotations
 
 from appliance.core import actions as a
+from appliance.core import retry
 from appliance.core.election import diverged, ineligible_reason
 from appliance.core.model import ClusterView, Member, Role
 from appliance.core.state import DataDir, HaSettings, LocalState
 from appliance.core.switchover import switchover_actions
 from appliance.core.sync import sync_actions
+from appliance.core.timelines import reconciled_history
 
 
 def decide(view: ClusterView | None, local: LocalState, cfg: HaSettings) -> list[a.Action]:
     """Return the actions for this tick. ``view`` is None when the DCS could not be read."""
+    acts = _decide(view, local, cfg)
+    if local.stopping:
+        return _hold(acts, (*a.JOB_ACTIONS, *a.TAKEOVER_ACTIONS), "stopping: no new job and no takeover")
+    if retry.active(local.retry, local.now):
+        assert local.retry is not None
+        delay = min(retry.CAP, retry.BASE * 2 ** (local.retry.failures - 1))
+        return _hold(acts, a.JOB_ACTIONS, f"backing off {delay:.0f}s after {local.retry.failures} failed "
+                                          f"attempt(s) (last: {local.retry.job})")
+    return acts
+
+
+def _hold(acts: list[a.Action], kinds: tuple[type[a.Action], ...], why: str) -> list[a.Action]:
+    """The actions up to the first one of ``kinds``, which becomes a Wait (what follows needs it)."""
+    kept: list[a.Action] = []
+    for act in acts:
+        if isinstance(act, kinds):
+            kept.append(a.Wait(f"{why}; held: {act.reason}"))
+            break
+        kept.append(act)
+    return kept
+
+
+def _promote_timeout(cfg: HaSettings) -> float:
+    """A promotion must end while the lease just renewed still holds: ttl - retry_timeout."""
+    return float(max(1, cfg.ttl - cfg.retry_timeout))
+
+
+def _start_timed_out(local: LocalState, cfg: HaSettings) -> bool:
+    since = local.pg_down_since
+    return not cfg.pause and since is not None and local.now - since > cfg.primary_start_timeout
+
+
+def _decide(view: ClusterView | None, local: LocalState, cfg: HaSettings) -> list[a.Action]:
     if local.job is not None:
-        return _job_running(view, local)
+        return _job_running(view, local, cfg)
     if view is None:
         return _dcs_unreachable(local, cfg)
     if local.data_dir is DataDir.INVALID:
@@ -37,9 +72,14 @@ def decide(view: ClusterView | None, local: LocalState, cfg: HaSettings) -> list
     return _as_follower(view, local, cfg)
 
 
-def _job_running(view: ClusterView | None, local: LocalState) -> list[a.Action]:
+def _job_running(view: ClusterView | None, local: LocalState, cfg: HaSettings) -> list[a.Action]:
     acts: list[a.Action] = []
     if view is not None and view.leader_name == local.name:
+        if local.job in ("start", "restart") and _start_timed_out(local, cfg):
+            # The fencer kills the server the job is starting as soon as the lease order is gone.
+            return [a.ReleaseLeader(f"PostgreSQL is still not up after primary_start_timeout "
+                                    f"({cfg.primary_start_timeout}s) while {local.job} runs: let a replica "
+                                    "take over")]
         acts.append(a.UpdateLeader(f"keep the leader key while {local.job} runs"))
     acts.append(a.Wait(f"{local.job} in progress"))
     return acts
@@ -120,8 +160,7 @@ def _bootstrapped_leader(view: ClusterView) -> Member | None:
 
 def _not_running(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[a.Action]:
     if view.leader_name == local.name:
-        since = local.pg_down_since
-        if not cfg.pause and since is not None and local.now - since > cfg.primary_start_timeout:
+        if _start_timed_out(local, cfg):
             return [a.ReleaseLeader("PostgreSQL did not come back within primary_start_timeout: let a "
                                     "replica take over")]
         role = Role.PRIMARY if local.was_primary else Role.REPLICA
@@ -136,6 +175,9 @@ def _not_running(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[
             return [a.Wait("paused: a former primary is not rewound automatically")]
         if leader is None:
             return [a.Wait(f"former primary waits for the leader {view.leader.name} to run before rejoining")]
+        if local.rewound_from == (leader.name, leader.timeline):
+            return [a.StartPostgres(f"former primary already rewound from {leader.name} on its timeline "
+                                    f"{leader.timeline}: start as its replica", role=Role.REPLICA, leader=leader)]
         if cfg.use_pg_rewind:
             return [a.Rewind(f"former primary: pg_rewind from {leader.name} before following it",
                              source=leader)]
@@ -160,7 +202,8 @@ def _leader_race(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[
         return [a.AcquireLeader("running primary re-takes the free leader key")]
     return [a.AcquireLeader("leader key is free and this node is the healthiest"),
             a.Promote("won the leader race", strict_sync=cfg.synchronous_mode and cfg.synchronous_mode_strict,
-                      history=view.history, keep_history=cfg.max_timelines_history)]
+                      history=view.history, keep_history=cfg.max_timelines_history,
+                      timeout=_promote_timeout(cfg))]
 
 
 def _as_leader(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[a.Action]:
@@ -170,7 +213,8 @@ def _as_leader(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[a.
             return [*acts, a.Wait("paused: holding the lock as a replica, not promoting")]
         strict = cfg.synchronous_mode and cfg.synchronous_mode_strict
         return [*acts, a.Promote("holding the leader key while running as a replica", strict_sync=strict,
-                                 history=view.history, keep_history=cfg.max_timelines_history)]
+                                 history=view.history, keep_history=cfg.max_timelines_history,
+                                 timeout=_promote_timeout(cfg))]
     if not view.initialize and local.sysid:
         acts.append(a.SetInitialize("record the system identifier", sysid=local.sysid))
     if view.config is None:
@@ -178,10 +222,18 @@ def _as_leader(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[a.
     switch = switchover_actions(view, local, cfg)
     if switch is not None:
         return acts + switch
-    if local.wal_position is not None and local.wal_position != view.status.optime:
-        acts.append(a.WriteStatus("publish the primary's WAL position", optime=local.wal_position))
+    history = reconciled_history(view.history, local.history, cfg.max_timelines_history)
+    if history is not None:
+        acts.append(a.WriteHistory("the DCS history misses or contradicts our timeline lineage", history=history))
+    retain = tuple(sorted({m.name for m in view.members} | set(local.retained))) if cfg.use_slots else ()
+    if local.wal_position is not None and (local.wal_position != view.status.optime
+                                           or retain != view.status.retain_slots):
+        acts.append(a.WriteStatus("publish the primary's WAL position and retained slots",
+                                  optime=local.wal_position, retain_slots=retain))
     if cfg.use_slots:
-        names = tuple(sorted({m.name for m in view.members if m.name != local.name} | set(cfg.permanent_slots)))
+        # A vanished member's slot stays for member_slots_ttl: back within it, it streams on from it.
+        names = tuple(sorted(({m.name for m in view.members} | set(local.retained) | set(cfg.permanent_slots))
+                             - {local.name}))
         acts.append(a.EnsureSlots("one physical slot per member", names=names))
     acts.extend(sync_actions(view, local, cfg))
     if local.config_stale:
@@ -202,6 +254,9 @@ def _as_follower(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[
             and diverged(view, local)):
         if cfg.pause:
             return [a.Wait("paused: diverged from the leader's timeline, not rewinding")]
+        if local.rewound_from == (leader.name, leader.timeline) or not cfg.use_pg_rewind:
+            return [a.Reinitialize(f"timeline {local.timeline} still diverges from {leader.name}'s history "
+                                   "after a rewind (or use_pg_rewind is off): re-clone", source=leader)]
         return [a.Rewind(f"timeline {local.timeline} diverged from {leader.name}'s history", source=leader)]
     upstream = view.member(cfg.replicatefrom) if cfg.replicatefrom else None
     target = upstream or leader or view.member(leader_name)

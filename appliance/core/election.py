@@ -5,6 +5,7 @@ from __future__ import annotations
 from appliance.core.model import ClusterView, Role
 from appliance.core.state import HaSettings, LocalState, PeerStatus
 from appliance.core.switchover import scheduled_epoch
+from appliance.core.timelines import forked_elsewhere
 
 
 def ineligible_reason(view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
@@ -107,6 +108,8 @@ def diverged(view: ClusterView, local: LocalState) -> bool:
     """True when our WAL goes past the point where the leader's history forked off our timeline."""
     if local.timeline is None or local.wal_position is None:
         return False
+    if forked_elsewhere(view.history, local.history, local.wal_position):
+        return True
     for entry in view.history:
         if entry.timeline == local.timeline:
             return local.wal_position > entry.lsn

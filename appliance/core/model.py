@@ -152,6 +152,11 @@ class ClusterView:
     status: ClusterStatus = field(default_factory=ClusterStatus)
     failsafe: dict[str, str] | None = None
 
+    def vanished(self) -> tuple[str, ...]:
+        """Members whose key is gone (a killed node) but whose slot the leader keeps: stopped."""
+        present = {m.name for m in self.members}
+        return tuple(sorted(n for n in self.status.retain_slots if n not in present))
+
     def member(self, name: str | None) -> Member | None:
         for m in self.members:
             if m.name == name:

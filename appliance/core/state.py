@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from appliance.core.model import Role
+from appliance.core.model import HistoryEntry, Role
 
 
 class DataDir(StrEnum):
@@ -51,6 +51,15 @@ class JobResult:
 
 
 @dataclass(frozen=True)
+class Retry:
+    """Back-off after a job that failed (or left PostgreSQL down): no new job before ``until``."""
+
+    job: str
+    failures: int
+    until: float  # monotonic
+
+
+@dataclass(frozen=True)
 class LocalState:
     """This node's observation for one tick. ``now`` is monotonic; ``wall_time`` is epoch seconds."""
 
@@ -78,6 +87,12 @@ class LocalState:
     pending_restart: bool = False  # PostgreSQL reports settings that need a restart
     leader_alive: bool | None = None  # the leader's API confirmed it runs as primary (None: not asked)
     fence_problem: str | None = None  # why nothing could fence this node if its manager froze
+    stopping: bool = False  # the manager was told to stop: never take the lock or promote now
+    retry: Retry | None = None  # the back-off after failed jobs
+    history: tuple[HistoryEntry, ...] = ()  # our own timeline's history file: the switches behind it
+    rewound_from: tuple[str, int] | None = None  # (leader, its timeline) of our last successful rewind
+    not_streaming_since: float | None = None  # a replica with a known leader, not streaming since
+    retained: tuple[str, ...] = ()  # vanished members whose slots are kept (member_slots_ttl)
 
 
 @dataclass(frozen=True)
@@ -92,6 +107,7 @@ class HaSettings:
     primary_start_timeout: int = 30
     primary_stop_timeout: int = 0
     max_timelines_history: int = 0
+    member_slots_ttl: int = 1800
     synchronous_mode: bool = False
     synchronous_mode_strict: bool = False
     synchronous_node_count: int = 1

@@ -9,6 +9,8 @@ Order matters for safety (synchronous_mode_strict: no acknowledged commit may be
 
 from __future__ import annotations
 
+import re
+
 from appliance.core.actions import Action, SetSyncStandbyNames, WriteSync
 from appliance.core.model import ClusterView
 from appliance.core.state import HaSettings, LocalState
@@ -22,6 +24,11 @@ def format_ssn(names: tuple[str, ...], count: int) -> str:
         return ""
     quoted = ",".join(f'"{n}"' for n in names)
     return f"FIRST {min(count, len(names))} ({quoted})"
+
+
+def named_in_ssn(value: str) -> set[str]:
+    """The standby names in a synchronous_standby_names we wrote (format_ssn's quoted list)."""
+    return set(re.findall(r'"((?:[^"]|"")*)"', value or ""))
 
 
 def lagging_standbys(local: LocalState, cfg: HaSettings) -> set[str]:
@@ -49,7 +56,11 @@ def desired_standbys(view: ClusterView, local: LocalState, cfg: HaSettings) -> t
         if member is None or member.nosync or conn.state != "streaming":
             continue
         candidates.append(conn.application_name)
-    ranked = sorted(candidates, key=lambda name: (name in lagging, name not in current, name))
+    # Then the ones synchronous_standby_names already names: a new primary never switches from the
+    # standby it just made synchronous to one that connected a moment later (the sync key would
+    # name neither for a loop, and a switchover to either would be refused).
+    named = named_in_ssn(local.synchronous_standby_names)
+    ranked = sorted(candidates, key=lambda name: (name in lagging, name not in current, name not in named, name))
     return tuple(sorted(ranked[: cfg.synchronous_node_count]))
 
 

@@ -28,7 +28,9 @@ class Executor:
                  reload_config: Callable[[], bool] = lambda: True,
                  stop_kill_after: Callable[[], float | None] = lambda: None,
                  key_confirmed: Callable[[], None] = lambda: None,
-                 key_lost: Callable[[], None] = lambda: None) -> None:
+                 key_lost: Callable[[], None] = lambda: None,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
+        self.stopping = stopping
         self.dcs = dcs
         # Told of every definite answer about the leader key (not of a DCS error: the lease deadline
         # then stands as it was): the fencer's lease order follows them before the next action runs.
@@ -56,6 +58,12 @@ class Executor:
                 continue
             if not isinstance(act, (a.UpdateLeader, a.EnsureSlots, a.WriteStatus)):
                 self._last_wait = None
+            if isinstance(act, (*a.TAKEOVER_ACTIONS, *a.JOB_ACTIONS)) and self.stopping():
+                # The stop request came while this tick ran: a stopping node takes nothing over.
+                self.events.emit("action", f"refused while stopping: {act.reason}", level=logging.WARNING,
+                                 action=act.kind, ok=False)
+                done.append((act, False))
+                break
             try:
                 ok = self._dispatch(act)
             except DCSError as exc:
@@ -111,8 +119,14 @@ class Executor:
         self.dcs.write_config(self.seed_config(), None)
         return True
 
+    def _do_WriteHistory(self, act: a.WriteHistory) -> bool:
+        self.dcs.write_history(act.history)
+        self.events.emit("history", act.reason, timelines=[h.timeline for h in act.history])
+        return True
+
     def _do_WriteStatus(self, act: a.WriteStatus) -> bool:
-        self.dcs.write_status(ClusterStatus(optime=act.optime, slots=self.ops.slot_positions()))
+        self.dcs.write_status(ClusterStatus(optime=act.optime, slots=self.ops.slot_positions(),
+                                            retain_slots=act.retain_slots))
         return True
 
     def _do_WriteSync(self, act: a.WriteSync) -> bool:
@@ -149,7 +163,7 @@ class Executor:
         return self.jobs.start("start", lambda: self.ops.start(primary=primary, upstream=act.leader), self.wake)
 
     def _do_Promote(self, act: a.Promote) -> bool:
-        ok = self.ops.promote(strict_sync=act.strict_sync)
+        ok = self.ops.promote(strict_sync=act.strict_sync, timeout=act.timeout)
         if ok:
             history = self.ops.timeline_history(act.history, self.dcs.name)
             if act.keep_history > 0:

@@ -14,11 +14,14 @@ from appliance.config.layering import Effective, LocalLayers, bootstrap_dynamic,
 from appliance.config.schema import LocalConfig
 from appliance.config.security import insecure_channels
 from appliance.core import actions as a
+from appliance.core import retry
 from appliance.core.decide import decide
+from appliance.core.election import diverged
 from appliance.core.intents import plan_intent
 from appliance.core.model import ClusterView, Member, Role
-from appliance.core.state import HaSettings, JobResult, LocalState, PeerStatus
+from appliance.core.state import HaSettings, JobResult, LocalState, PeerStatus, Retry
 from appliance.core.switchover import scheduled_epoch
+from appliance.core.timelines import replica_problem
 from appliance.core.timing import safe_loop_wait
 from appliance.dcs.base import DCS, DCSError
 from appliance.fence.order import WatchdogSettings
@@ -68,10 +71,17 @@ class Manager:
                                  self._wake.set, self.reload_config, self._stop_kill_after,
                                  key_confirmed=lambda: self.fencing.key_confirmed(self.lease_ok_at,
                                                                                   self.dcs.lease_ttl),
-                                 key_lost=self.fencing.key_lost)
+                                 key_lost=self.fencing.key_lost, stopping=lambda: self.stopping)
         self.lease_ok_at: float | None = None
         self.dcs_last_seen: float | None = None
         self.pg_down_since: float | None = None
+        self.stopping = False  # set from the SIGTERM handler: decide() takes nothing over from then on
+        self.retry: Retry | None = None
+        self._failed: JobResult | None = None  # the failed job decide() still has to answer (after back-off)
+        self.rewound_from: tuple[str, int] | None = None
+        self.not_streaming_since: float | None = None
+        self.replication_problem: str | None = None
+        self.member_seen: dict[str, float] = {}  # when each member key was last seen (member_slots_ttl)
         self.last_view: ClusterView | None = None
         self.last_status: PgStatus | None = None
         self._pending_result: JobResult | None = None
@@ -158,10 +168,24 @@ class Manager:
             self._outcome(self._intent_jobs.pop(result.job), result.job, "done" if result.ok else "failed",
                           result.detail)
         job = self.jobs.running
-        if view is not None and view.leader_name == self.name and not status.running and job is None:
+        self._after_job(result, view, status, now)
+        if job is not None:
+            self._failed = None
+        elif result is None and self._failed is not None:
+            result = self._failed  # a failed rewind still means "re-clone" once the back-off is over
+        # primary_start_timeout counts while the lock is held with PostgreSQL not answering, also
+        # while a start or restart job tries to bring it back.
+        if view is not None and view.leader_name == self.name and not status.queryable \
+                and (job is None or job in ("start", "restart")):
             self.pg_down_since = self.pg_down_since if self.pg_down_since is not None else now
         else:
             self.pg_down_since = None
+        leader_member = view.member(view.leader_name) if view is not None and view.leader_name else None
+        if (leader_member is not None and leader_member.name != self.name and leader_member.state == "running"
+                and status.queryable and status.role == "replica" and status.replication_state != "streaming"):
+            self.not_streaming_since = self.not_streaming_since if self.not_streaming_since is not None else now
+        else:
+            self.not_streaming_since = None
         peers: tuple[PeerStatus, ...] = ()
         named = view is not None and view.failover is not None and view.failover.member == self.name \
             and not view.failover.scheduled_at
@@ -188,8 +212,52 @@ class Manager:
             synchronous_standby_names=self.ops.ssn, ssn_set_lsn=self.ops.ssn_set_lsn,
             config_stale=self.ops.config_stale(), peers=peers, leader_alive=leader_alive,
             pending_restart=bool(status.pending_restart), fence_problem=fencing.problem,
+            stopping=self.stopping, retry=self.retry,
+            history=self.ops.own_history(status.timeline) if status.queryable else (),
+            rewound_from=self.rewound_from, not_streaming_since=self.not_streaming_since,
+            retained=self._retained(view, now),
         )
+        is_replica = local.role is Role.REPLICA and view is not None and view.leader_name not in (None, self.name)
+        self.replication_problem = replica_problem(
+            is_replica and view is not None and leader_member is not None and leader_member.state == "running"
+            and diverged(view, local), self.not_streaming_since, now) if is_replica else None
         return view, local, status
+
+    def _retained(self, view: ClusterView | None, now: float) -> tuple[str, ...]:
+        """Vanished members whose slots are kept for member_slots_ttl (a previous leader's list too)."""
+        if view is None:
+            return ()
+        present = {m.name for m in view.members}
+        for name in present:
+            self.member_seen[name] = now
+        for name in view.status.retain_slots:
+            self.member_seen.setdefault(name, now)
+        ttl = self.ha.member_slots_ttl
+        for name, seen in list(self.member_seen.items()):
+            if name not in present and now - seen >= ttl:
+                del self.member_seen[name]
+        return tuple(sorted(n for n in self.member_seen if n not in present and n != self.name))
+
+    def _after_job(self, result: JobResult | None, view: ClusterView | None, status: PgStatus, now: float) -> None:
+        """Back off after a job that failed or left PostgreSQL down; remember a successful rewind."""
+        if status.queryable and status.replication_state == "streaming":
+            self.rewound_from = None
+        if result is None:
+            return
+        if result.ok and status.queryable:
+            self._failed = None
+            if self.retry is not None:
+                self.events.emit("retry", f"{result.job} succeeded: back-off cleared")
+            self.retry = None
+        else:
+            self.retry = retry.after_failure(self.retry, result.job, now)
+            self._failed = result if not result.ok and result.job == "rewind" else None
+            self.events.emit("retry", f"{result.job} {'failed' if not result.ok else 'left PostgreSQL down'}: "
+                             f"no new job for {self.retry.until - now:.0f}s", level=logging.WARNING,
+                             job=result.job, failures=self.retry.failures)
+        leader = view.member(view.leader_name) if view is not None and view.leader_name else None
+        if result.job == "rewind" and result.ok and leader is not None and leader.timeline is not None:
+            self.rewound_from = (leader.name, leader.timeline)
 
     # --- one round -------------------------------------------------------------------------------
     def tick(self) -> list[a.Action]:
@@ -296,6 +364,11 @@ class Manager:
             "actions_total": dict(self.executor.counters),
         }
         doc["scheduled_restart"] = self.scheduled_restart
+        retrying = self.retry if retry.active(self.retry, self.clock()) else None
+        doc["retry"] = doc["patroni_doc"]["retry"] = None if retrying is None else {
+            "job": retrying.job, "failures": retrying.failures,
+            "retry_in": round(max(0.0, retrying.until - self.clock()), 1)}
+        doc["replication_problem"] = doc["patroni_doc"]["replication_problem"] = self.replication_problem
         doc["patroni_doc"]["scheduled_restart"] = self.scheduled_restart
         doc["insecure"] = doc["patroni_doc"]["insecure_channels"] = list(insecure_channels(local))
         fencing = self.fence_status

@@ -61,6 +61,7 @@ def run(config_path: str | None) -> int:
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("signal %s: shutting down", signal.Signals(signum).name)
+        manager.stopping = True  # at once: an action of the running tick must not take over now
         stop.set()
         manager.wake()
 

@@ -47,6 +47,7 @@ class PgOps:
         self._upstream: Member | None = None
         self.ssn: str = ""
         self.ssn_set_lsn: int | None = None
+        self._history_cache: tuple[tuple[int, int, int], tuple[HistoryEntry, ...]] | None = None
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._lock = threading.Lock()  # jobs and the loop both touch the config files
@@ -271,13 +272,13 @@ class PgOps:
             return False
         return True
 
-    def promote(self, *, strict_sync: bool) -> bool:
+    def promote(self, *, strict_sync: bool, timeout: float = 30.0) -> bool:
         if strict_sync:
             from appliance.core.sync import STRICT_PLACEHOLDER
 
             self._write(standby=True, upstream=self._upstream, ssn=STRICT_PLACEHOLDER)
             self.control.reload()
-        if not self.control.promote(checkpoint=False):
+        if not self.control.promote(timeout=timeout, checkpoint=False):
             return False
         # The checkpoint only matters to a later pg_rewind elsewhere (which forces one if needed):
         # keep it off the path between promotion and the first write.
@@ -293,29 +294,41 @@ class PgOps:
         except Exception as exc:  # best effort; pg_rewind asks the source for one when needed
             log.warning("checkpoint after promotion failed: %s", exc)
 
-    def timeline_history(self, known: tuple[HistoryEntry, ...], leader: str) -> tuple[HistoryEntry, ...]:
-        """The new timeline's history file, merged with what the DCS already knew."""
-        status = self.control.status()
-        if status.timeline is None or status.timeline < 2:
-            return known
-        path = os.path.join(self.control.cfg.data_dir, "pg_wal", f"{status.timeline:08X}.history")
+    def own_history(self, timeline: int | None) -> tuple[HistoryEntry, ...]:
+        """The switches behind ``timeline`` from our own history file (cached while the file is the same)."""
+        if timeline is None or timeline < 2:
+            return ()
+        path = os.path.join(self.control.cfg.data_dir, "pg_wal", f"{timeline:08X}.history")
         try:
+            st = os.stat(path)
+            key = (timeline, st.st_ino, st.st_mtime_ns)
+            cached = self._history_cache
+            if cached is not None and cached[0] == key:
+                return cached[1]
             with open(path) as fh:
                 lines = fh.read().splitlines()
         except OSError as exc:
             log.warning("cannot read %s: %s", path, exc)
-            return known
-        by_tl = {h.timeline: h for h in known}
-        now = datetime.now(UTC).isoformat()
+            return ()
         entries = []
         for line in lines:
             parts = line.split("\t")
             if len(parts) < 2 or not parts[0].strip().isdigit():
                 continue
-            tl, lsn = int(parts[0]), parse_lsn(parts[1].strip())
+            lsn = parse_lsn(parts[1].strip())
             if lsn is None:
                 continue
-            reason = parts[2].strip() if len(parts) > 2 else ""
-            entries.append(by_tl.get(tl) or HistoryEntry(tl, lsn, reason, now, leader))
-        return tuple(entries)
+            entries.append(HistoryEntry(int(parts[0]), lsn, parts[2].strip() if len(parts) > 2 else ""))
+        self._history_cache = (key, tuple(entries))
+        return self._history_cache[1]
 
+    def timeline_history(self, known: tuple[HistoryEntry, ...], leader: str) -> tuple[HistoryEntry, ...]:
+        """The new timeline's history file, merged with what the DCS already knew."""
+        status = self.control.status()
+        own = self.own_history(status.timeline)
+        if not own:
+            return known
+        by_tl = {h.timeline: h for h in known}
+        now = datetime.now(UTC).isoformat()
+        return tuple(known_entry if (known_entry := by_tl.get(h.timeline)) is not None and known_entry.lsn == h.lsn
+                     else HistoryEntry(h.timeline, h.lsn, h.reason, now, leader) for h in own)

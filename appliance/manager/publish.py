@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from appliance import __version__
+from appliance import PATRONI_VERSION, __version__
 from appliance.core.model import ClusterView, Member
 from appliance.core.state import HaSettings
 from appliance.postgres.status import PgStatus
@@ -40,11 +40,13 @@ def member_value(name: str, conn_url: str, api_url: str, status: PgStatus, job: 
         api_url=api_url,
         state=pg_state(status, job),
         role=status.role or "uninitialized",
-        version=__version__,
+        version=PATRONI_VERSION,
         xlog_location=status.wal_position,
         timeline=status.timeline,
         replication_state=status.replication_state if status.role == "replica" else None,
-        receive_lsn=status.receive_lsn if status.role == "replica" else None,
+        # Right after a rewind the walreceiver restarts at a segment start below the replay point.
+        receive_lsn=(max(status.receive_lsn, status.replay_lsn or 0) if status.receive_lsn is not None
+                     else None) if status.role == "replica" else None,
         replay_lsn=status.replay_lsn if status.role == "replica" else None,
         tags=dict(tags),
         pending_restart=bool(status.pending_restart),
@@ -60,7 +62,7 @@ def patroni_doc(name: str, scope: str, status: PgStatus, view: ClusterView | Non
     doc: dict[str, Any] = {
         "state": pg_state(status, job),
         "role": status.role or "uninitialized",
-        "patroni": {"version": __version__, "scope": scope, "name": name},
+        "patroni": {"version": PATRONI_VERSION, "scope": scope, "name": name, "appliance_version": __version__},
         "tags": dict(tags),
         "pause": paused,
     }
@@ -126,6 +128,10 @@ def cluster_doc(scope: str, view: ClusterView) -> dict[str, Any]:
         elif m.name == leader:
             entry["lsn"] = m.xlog_location
         members.append(entry)
+    for name in view.vanished():
+        members.append({"name": name, "role": "replica", "state": "stopped", "api_url": None, "host": None,
+                        "port": None, "timeline": None, "tags": {}})
+    members.sort(key=lambda e: e["name"])
     doc: dict[str, Any] = {"members": members, "scope": scope}
     if view.config and view.config.get("pause"):
         doc["pause"] = True

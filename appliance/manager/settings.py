@@ -46,6 +46,7 @@ def ha_settings(dynamic: DynamicConfig, local: LocalConfig) -> HaSettings:
         primary_start_timeout=dynamic.primary_start_timeout,
         primary_stop_timeout=dynamic.primary_stop_timeout,
         max_timelines_history=dynamic.max_timelines_history,
+        member_slots_ttl=dynamic.member_slots_ttl,
         synchronous_mode=dynamic.synchronous_mode,
         synchronous_mode_strict=dynamic.synchronous_mode_strict,
         synchronous_node_count=dynamic.synchronous_node_count,

@@ -8,6 +8,7 @@ to the pipe of whichever process started it, which outlives a manager restart ba
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -24,7 +25,14 @@ from appliance.postgres import files, provision
 from appliance.postgres.config import ConnInfo, PgConfig, slot_name_for
 from appliance.postgres.controldata import ControlData, DataDirState, data_dir_state, parse_controldata
 from appliance.postgres.errors import PgError
-from appliance.postgres.process import Runner, running_postmaster
+from appliance.postgres.process import (
+    Runner,
+    cluster_pids,
+    is_postgres_process,
+    kill_cluster,
+    read_pid_file,
+    running_postmaster,
+)
 from appliance.postgres.status import PgStatus, connect, query_status
 
 log = logging.getLogger(__name__)
@@ -160,8 +168,26 @@ class PostgresControl:
         changed = files.write_file(path, new, self.owner)
         if self.is_running():
             self.reload()
-            self._wait_setting("synchronous_standby_names", value, timeout)
+            if self._wait_setting("synchronous_standby_names", value, timeout) and value:
+                self.nudge_standbys()
         return changed
+
+    def nudge_standbys(self) -> None:
+        """Write and flush one small WAL record so that every standby replies at once.
+
+        A commit waiting for a standby named synchronous only now is released by that standby's
+        next reply; without new WAL that comes only after wal_receiver_status_interval. The record
+        commits with synchronous_commit=local, so this never waits for a standby itself."""
+        try:
+            with self.connect() as conn, conn.cursor() as cur, conn.transaction():
+                cur.execute("SELECT pg_is_in_recovery()")
+                row = cur.fetchone()
+                if row is None or row[0]:
+                    return
+                cur.execute("SET LOCAL synchronous_commit TO local")
+                cur.execute("SELECT pg_logical_emit_message(true, 'pgappliance', 'synchronous_standby_names')")
+        except psycopg.Error as exc:
+            log.debug("could not nudge the standbys: %s", exc)
 
     def _wait_setting(self, name: str, value: str, timeout: float) -> bool:
         deadline = self.clock() + timeout
@@ -194,7 +220,33 @@ class PostgresControl:
         state = self.data_dir_state()
         if state is not DataDirState.VALID:
             raise PgError(f"cannot start PostgreSQL: data directory {self.cfg.data_dir} is {state.value}")
+        self._clear_leftovers()
         return self._start(timeout)
+
+    def _clear_leftovers(self) -> None:
+        """What a killed postmaster leaves behind would make the start fail: its orphaned children
+        still attached to the shared memory, and a postmaster.pid naming a pid that is now another
+        process (PostgreSQL then refuses to start: "lock file already exists")."""
+        orphans = cluster_pids(self.cfg.data_dir)
+        if orphans:
+            log.warning("killing %d orphaned PostgreSQL process(es) of a dead postmaster: %s", len(orphans), orphans)
+            kill_cluster(self.cfg.data_dir)
+        stale = read_pid_file(self.cfg.data_dir)
+        if stale is not None and running_postmaster(self.cfg.data_dir) is None:
+            log.warning("removing a stale postmaster.pid (pid %d is not a postmaster)", stale.pid)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.cfg.data_dir, "postmaster.pid"))
+        # The socket's lock file names the dead postmaster too (still a zombie until it is reaped).
+        lock = os.path.join(self.cfg.socket_dir, f".s.PGSQL.{self.cfg.listen_port}.lock")
+        try:
+            with open(lock, encoding="utf-8", errors="replace") as f:
+                first = f.readline().strip()
+        except OSError:
+            return
+        if first.lstrip("-").isdigit() and not is_postgres_process(abs(int(first))):
+            log.warning("removing a stale socket lock file %s (pid %s is not a postmaster)", lock, first)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
 
     def _start(self, timeout: float) -> bool:
         """pg_ctl start without the data dir check (initdb starts its still-incomplete cluster)."""
@@ -263,6 +315,9 @@ class PostgresControl:
             return False
         deadline = self.clock() + timeout
         while self._in_recovery() is not False:
+            if not self.is_running():
+                log.error("PostgreSQL died during the promotion")
+                return False
             if self.clock() >= deadline:
                 log.error("promotion did not finish within %.0f s", timeout)
                 return False

@@ -54,6 +54,11 @@ SERVER_DEFAULTS: dict[str, str] = {
     "max_replication_slots": "10",
     "wal_keep_size": "128MB",
     "unix_socket_permissions": "0770",
+    # A standby's status reply is what releases commits waiting for it: with the 10 s default, a
+    # standby newly named synchronous holds every commit up to 10 s (the strict-sync stall after a
+    # failover). And a replica whose upstream went away retries after 1 s, not 5 s.
+    "wal_receiver_status_interval": "1s",
+    "wal_retrieve_retry_interval": "1s",
 }
 
 

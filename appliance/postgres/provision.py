@@ -7,6 +7,7 @@ cluster that looks valid.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -201,6 +202,12 @@ def rewind(
     params = dict(parameters) if parameters is not None else ctl.current_parameters()
     if not source_ready_for_rewind(source):
         return False
+    # pg_rewind first finishes crash recovery in single-user mode, which refuses to run with a
+    # standby.signal (left by a start as a replica of a crashed primary): "standby mode is not
+    # supported by single-user servers". The signal is written again once the rewind is done.
+    files.set_standby_signal(cfg.data_dir, False, ctl.owner)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(cfg.data_dir, "recovery.signal"))
     files.set_incomplete(cfg.data_dir, "rewind")
     args = [cfg.binary("pg_rewind"), f"--target-pgdata={cfg.data_dir}"]
     args.append(f"--source-server={source.dsn(with_password=False)}")

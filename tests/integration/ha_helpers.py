@@ -241,3 +241,41 @@ def fence_counts(cluster: DemoCluster) -> dict[str, int]:
         report = read_report(str(cluster.layout.run_dir(node)))
         counts[node] = report.fences if report is not None else 0
     return counts
+
+
+
+class EventCollector:
+    """Gathers the structured events each node's manager publishes (state.json keeps the last 50)
+    by reading them every 0.2 s: the union, oldest first, per node."""
+
+    def __init__(self, cluster: DemoCluster) -> None:
+        self.cluster = cluster
+        self.events: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {n: {} for n in cluster.nodes}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import json
+
+        while not self._stop.is_set():
+            for node in self.cluster.nodes:
+                try:
+                    doc = json.loads((self.cluster.layout.run_dir(node) / "state.json").read_text())
+                except (OSError, ValueError):
+                    continue
+                for event in doc.get("events") or []:
+                    self.events[node][(event.get("ts"), event.get("kind"), event.get("reason"))] = event
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> EventCollector:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def of(self, node: str, kind: str | None = None, action: str | None = None) -> list[dict[str, Any]]:
+        found = sorted(self.events[node].values(), key=lambda e: e.get("ts") or 0)
+        return [e for e in found if (kind is None or e.get("kind") == kind)
+                and (action is None or e.get("action") == action)]

@@ -145,6 +145,9 @@ def test_failover_rewind_and_reclone(nodes: PgNodes) -> None:
     assert old.data_dir_state() is DataDirState.VALID
 
     new.ensure_slots({"alpha"})
+    # A crashed primary restarted as a replica once (it could not start) carries a standby.signal:
+    # pg_rewind's single-user crash recovery refuses to run with one.
+    Path(old.cfg.data_dir, "standby.signal").touch()
     assert old.rewind(old.cfg.rewind_conninfo(new.cfg.connect_host, new.cfg.connect_port))
     assert old.data_dir_state() is DataDirState.VALID
     assert old.start(timeout=30), nodes.log_tail(old)
@@ -174,3 +177,67 @@ def test_failed_clone_leaves_an_empty_dir(nodes: PgNodes) -> None:
     assert pg.basebackup(pg.cfg.replication_conninfo("127.0.0.1", free_port())) is False
     assert pg.data_dir_state() is DataDirState.EMPTY
     assert not pg.is_running()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def test_a_promotion_whose_server_dies_returns_at_once(nodes: PgNodes) -> None:
+    """The HA loop waits in promote(): a server that dies meanwhile must not hold it for the timeout."""
+    import signal
+    import threading
+    import time
+
+    from appliance.postgres.process import kill_cluster
+
+    primary, standby = nodes.new("alpha"), nodes.new("beta")
+    primary.initdb()
+    clone(primary, standby)
+    assert primary.stop("fast", timeout=20)
+    postmaster = standby.postmaster_pid()
+    assert postmaster is not None
+    startup = [p for p in _children(postmaster) if b"startup" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert startup, "no startup process under the standby's postmaster"
+    os.kill(startup[0], signal.SIGSTOP)  # the promotion cannot finish now
+    result: list[bool] = []
+    started = time.monotonic()
+    worker = threading.Thread(target=lambda: result.append(standby.promote(timeout=30, checkpoint=False)))
+    worker.start()
+    time.sleep(1.0)
+    assert worker.is_alive(), "promote() returned before the server died"
+    kill_cluster(standby.cfg.data_dir)
+    worker.join(10)
+    assert result == [False]
+    assert time.monotonic() - started < 10, "promote() waited for its timeout after the server died"
+
+
+def test_start_right_after_a_postmaster_kill9(nodes: PgNodes) -> None:
+    """kill -9 of the postmaster alone leaves its children attached to the shared memory (and, in a
+    container, a pid file whose pid is soon reused): the very next start must still succeed."""
+    import signal
+
+    pg = nodes.new("alpha")
+    pg.initdb()
+    postmaster = pg.postmaster_pid()
+    assert postmaster is not None
+    os.kill(postmaster, signal.SIGKILL)
+    wait_until(lambda: not pg.is_running(), timeout=5, interval=0.01)  # gone (a zombie at most)
+    assert pg.start(timeout=30), "the first start after kill -9 of the postmaster failed"
+    assert wait_until(lambda: pg.status().role) == "primary"
+    # A pid file whose pid now belongs to another (non-postgres) process.
+    assert pg.stop("immediate", timeout=20)
+    import subprocess
+
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        pid_file = Path(pg.cfg.data_dir, "postmaster.pid")
+        pid_file.write_text(f"{other.pid}\n{pg.cfg.data_dir}\n")
+        assert pg.start(timeout=30), "a stale pid file naming a live non-postgres pid blocked the start"
+    finally:
+        other.kill()
+        other.wait()

@@ -72,6 +72,11 @@ def client(doc: dict[str, Any] | None) -> FlaskClient:
     ("/readiness", state(), 200),
     ("/readiness", state(role="replica", holder=False), 200),
     ("/standby-leader", state(), 503),
+    # a diverged or stuck replica serves no reads (issue 11)
+    ("/replica", state(role="replica", holder=False, replication_problem="diverged from the leader's timeline"), 503),
+    ("/read-only", state(role="replica", holder=False, replication_problem="not streaming for 12s"), 503),
+    ("/async", state(role="replica", holder=False, replication_problem="not streaming for 12s"), 503),
+    ("/readiness", state(role="replica", holder=False, replication_problem="not streaming for 12s"), 503),
     # stale state: manager dead or hung answers 503, never a stale 200
     ("/primary", state(updated_mono=NOW - 60), 503),
     ("/replica", state(role="replica", holder=False, updated_mono=NOW - 60), 503),

@@ -135,3 +135,28 @@ def test_topology_follows_replicatefrom() -> None:
                                                                                         (2, "n3")]
     text = render_members("demo", ClusterView(leader=Leader("n1"), members=cascaded), topology=True)
     assert "| + n2 " in text and "|   + n3 " in text
+
+
+def test_a_replica_a_few_kilobytes_behind_never_shows_zero_lag() -> None:
+    from appliance.cli.ctl.formatting import _lag_mb
+
+    assert _lag_mb(10 * MIB, 10 * MIB) == 0
+    assert _lag_mb(10 * MIB, 8 * MIB) == 2
+    assert _lag_mb(10 * MIB, 10 * MIB - 160 * 1024) == 0.156  # 160 kB behind
+    assert _lag_mb(10 * MIB, 10 * MIB - 8) == 0.001  # any lag at all shows
+
+
+def test_a_member_whose_key_vanished_but_whose_slot_is_kept_shows_as_stopped() -> None:
+    from dataclasses import replace as dc_replace
+
+    from appliance.manager.publish import cluster_doc
+
+    v = view()
+    gone = dc_replace(v, status=dc_replace(v.status, retain_slots=(*(m.name for m in v.members), "n9")))
+    columns, rows = member_rows(gone)
+    by_name = {r[0]: dict(zip(columns, r, strict=True)) for r in rows}
+    assert by_name["n9"]["State"] == "stopped" and by_name["n9"]["Role"] == "Replica"
+    doc = cluster_doc("demo", gone)
+    assert [m for m in doc["members"] if m["name"] == "n9"] == [
+        {"name": "n9", "role": "replica", "state": "stopped", "api_url": None, "host": None, "port": None,
+         "timeline": None, "tags": {}}]

@@ -18,7 +18,7 @@ from appliance.core.model import (
     Role,
     SyncState,
 )
-from appliance.core.state import DataDir, HaSettings, JobResult, LocalState, PeerStatus, StandbyConn
+from appliance.core.state import DataDir, HaSettings, JobResult, LocalState, PeerStatus, Retry, StandbyConn
 
 SYSID = "7300000000000000001"
 
@@ -31,7 +31,7 @@ def member(name: str, state: str = "running", role: str = "replica", **kw: objec
 def view(leader: str | None = "n1", **kw: object) -> ClusterView:
     members = (member("n1", role="primary"), member("n2"), member("n3"))
     base = ClusterView(initialize=SYSID, config={"ttl": 6}, leader=Leader(leader) if leader else None,
-                       members=members, status=ClusterStatus(optime=1000))
+                       members=members, status=ClusterStatus(optime=1000, retain_slots=("n1", "n2", "n3")))
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
@@ -150,6 +150,56 @@ CASES = [
      replica("n3", peers=(PeerStatus("n2", True, "replica", True, 900),)), CFG, ["Wait"]),
     ("new leader clears the satisfied failover key", view(leader="n2", failover=Failover("n1", "n2")),
      primary("n2"), CFG, ["UpdateLeader", "ClearFailover"]),
+    # No stuck states (issue 11).
+    ("a start job past primary_start_timeout gives the lock away", view(),
+     primary(running=False, role=None, job="start", pg_down_since=10.0), CFG, ["ReleaseLeader"]),
+    ("a restart job within primary_start_timeout keeps the lock", view(),
+     primary(running=False, role=None, job="restart", pg_down_since=95.0), CFG, ["UpdateLeader", "Wait"]),
+    ("paused: a slow start never gives the lock away", view(),
+     primary(running=False, role=None, job="start", pg_down_since=10.0), HaSettings(pause=True),
+     ["UpdateLeader", "Wait"]),
+    ("backing off: the crashed primary keeps the lock but starts nothing", view(),
+     primary(running=False, role=None, was_primary=True, pg_down_since=95.0, retry=Retry("start", 3, 104.0)), CFG,
+     ["UpdateLeader", "Wait"]),
+    ("backing off never delays giving the lock away", view(),
+     primary(running=False, role=None, was_primary=True, pg_down_since=10.0, retry=Retry("start", 5, 130.0)), CFG,
+     ["ReleaseLeader"]),
+    ("back-off over: the start is tried again", view(),
+     primary(running=False, role=None, was_primary=True, pg_down_since=95.0, retry=Retry("start", 3, 99.0)), CFG,
+     ["UpdateLeader", "StartPostgres"]),
+    ("backing off: no rewind loop either", view(leader="n2"),
+     primary(running=False, role=None, was_primary=True, retry=Retry("rewind", 1, 101.0)), CFG, ["Wait"]),
+    ("a former primary already rewound from this leader and timeline starts, not rewinds again",
+     view(leader="n2", members=(member("n1"), member("n2", role="primary", timeline=2))),
+     primary(running=False, role=None, was_primary=True, rewound_from=("n2", 2)), CFG, ["StartPostgres"]),
+    ("the leader moved to a new timeline since our rewind: rewind again",
+     view(leader="n2", members=(member("n1"), member("n2", role="primary", timeline=3))),
+     primary(running=False, role=None, was_primary=True, rewound_from=("n2", 2)), CFG, ["Rewind"]),
+    ("still diverged after a rewind from this leader and timeline: re-clone",
+     view(leader="n3", history=(HistoryEntry(1, 900, "x"),),
+          members=(member("n1"), member("n2"), member("n3", role="primary", timeline=2))),
+     replica(replication_state="in archive recovery", following="n3", leader_alive=True, rewound_from=("n3", 2)),
+     CFG, ["Reinitialize"]),
+    ("same timeline number, another fork point: diverged",
+     view(leader="n3", history=(HistoryEntry(1, 900, "x"),),
+          members=(member("n1"), member("n2"), member("n3", role="primary", timeline=2))),
+     replica(timeline=2, wal_position=5000, history=(HistoryEntry(1, 1200, "x"),),
+             replication_state="in archive recovery", following="n3", leader_alive=True), CFG, ["Rewind"]),
+    ("same timeline and the same fork point: just follow",
+     view(leader="n3", history=(HistoryEntry(1, 900, "x"),),
+          members=(member("n1"), member("n2"), member("n3", role="primary", timeline=2))),
+     replica(timeline=2, wal_position=5000, history=(HistoryEntry(1, 900, "x"),),
+             replication_state="in archive recovery", following="n3", leader_alive=True), CFG, ["Wait"]),
+    ("the leader writes the timelines the DCS history misses",
+     view(history=(HistoryEntry(1, 900, "x"),)),
+     primary(timeline=4, history=(HistoryEntry(1, 900, "x"), HistoryEntry(2, 1900, "y"), HistoryEntry(3, 2900, "z")),
+             wal_position=1000), CFG, ["UpdateLeader", "WriteHistory", "EnsureSlots"]),
+    ("a stopping replica never races for a free lock", view(leader=None), replica(stopping=True), CFG, ["Wait"]),
+    ("a stopping replica holding the lock does not promote", view(leader="n2"), replica(stopping=True), CFG,
+     ["UpdateLeader", "Wait"]),
+    ("a stopping node starts no job", view(), replica(running=False, role=None, stopping=True), CFG, ["Wait"]),
+    ("a stopping primary still renews its lock", view(), primary(stopping=True), CFG,
+     ["UpdateLeader", "EnsureSlots"]),
 ]
 
 
@@ -301,6 +351,15 @@ def test_sync_keeps_a_healthy_standby_when_another_replica_joins() -> None:
     assert sync_kinds(view(sync=SyncState("n1", ("n3",))), local) == []
 
 
+def test_a_new_primary_keeps_the_standby_it_just_made_synchronous_when_another_connects() -> None:
+    """Right after a switchover n3 streamed first and became synchronous in PostgreSQL; n2 (the old
+    primary, alphabetically first) connects before n3 is in the sync key: n3 stays the choice."""
+    local = primary(replication=(conn("n2"), conn("n3", "sync", 1200)), synchronous_standby_names='FIRST 1 ("n3")',
+                    ssn_set_lsn=1100)
+    (act,) = sync_kinds(view(sync=SyncState("n1", ())), local)
+    assert isinstance(act, a.WriteSync) and act.standbys == ("n3",)
+
+
 # --- maximum_lag_on_syncnode, max_timelines_history ---------------------------------------------------
 
 @pytest.mark.parametrize(("limit", "flushes", "current", "wanted"), [
@@ -323,3 +382,48 @@ def test_promotion_carries_the_history_limit() -> None:
     acts = decide(view(leader=None), replica(peers=()), cfg)
     promote = next(x for x in acts if isinstance(x, a.Promote))
     assert promote.keep_history == 3
+
+
+def test_the_leader_history_rewrite_keeps_known_rows_and_drops_foreign_timelines() -> None:
+    from appliance.core.timelines import reconciled_history
+
+    known = HistoryEntry(1, 900, "no recovery target specified", "2026-01-01T00:00:00+00:00", "n2")
+    foreign = HistoryEntry(2, 1500, "promoted while stopping", "2026-01-02T00:00:00+00:00", "n3")
+    own = (HistoryEntry(1, 900, "file reason"), HistoryEntry(2, 1900, "file reason"))
+    fixed = reconciled_history((known, foreign), own, keep=0)
+    assert fixed == (known, HistoryEntry(2, 1900, "file reason"))
+    assert reconciled_history(fixed, own, keep=0) is None  # reconciled: nothing more to write
+    assert reconciled_history((known,), own, keep=1) == (HistoryEntry(2, 1900, "file reason"),)
+    assert reconciled_history((), (), keep=0) is None
+
+
+def test_backoff_doubles_up_to_a_cap_and_forgets_old_failures() -> None:
+    from appliance.core import retry
+
+    r = None
+    delays = []
+    for _ in range(8):
+        r = retry.after_failure(r, "start", 100.0)
+        delays.append(r.until - 100.0)
+    assert delays == [1, 2, 4, 8, 16, 30, 30, 30]
+    assert retry.after_failure(r, "start", r.until + retry.FORGET_AFTER + 1).failures == 1
+    assert retry.active(r, 100.5) and not retry.active(r, r.until)
+
+
+def test_a_replica_problem_is_named() -> None:
+    from appliance.core.timelines import STUCK_AFTER, replica_problem
+
+    assert replica_problem(True, None, 10.0) == "diverged from the leader's timeline"
+    assert replica_problem(False, 0.0, STUCK_AFTER - 1) is None
+    assert "not streaming" in (replica_problem(False, 0.0, STUCK_AFTER + 1) or "")
+    assert replica_problem(False, None, 1000.0) is None
+
+
+def test_the_slot_of_a_vanished_member_is_kept_and_listed_in_retain_slots() -> None:
+    v = view(members=(member("n1", role="primary"), member("n2")), status=ClusterStatus(optime=1000))
+    acts = decide(v, primary(retained=("n3",)), CFG)
+    slots = next(x for x in acts if isinstance(x, a.EnsureSlots))
+    status = next(x for x in acts if isinstance(x, a.WriteStatus))
+    assert slots.names == ("n2", "n3")
+    assert status.retain_slots == ("n1", "n2", "n3")
+    assert "n3" not in next(x for x in decide(v, primary(), CFG) if isinstance(x, a.EnsureSlots)).names

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
+from appliance import __version__
 from appliance.api.metrics import CONTENT_TYPE, register_metrics, version_number
 from appliance.config.security import CHANNELS
 from appliance.core.model import ClusterStatus, ClusterView, Leader, Member, SyncState
@@ -91,8 +92,10 @@ def test_a_protection_turned_off_is_visible() -> None:
 def test_primary_doc() -> None:
     text, samples = scrape(_doc("n1", _primary_status(), holder=True))
     v = values(samples)
-    assert all(s["labels"] == {"scope": "demo", "name": "n1"} for s in samples.values())
-    assert v["patroni_version"] == 100
+    assert all(s["labels"] == {"scope": "demo", "name": "n1"} for k, s in samples.items() if k != "pgappliance_info")
+    assert v["patroni_version"] == 40104  # the Patroni contract, so that check_patroni reads our states
+    assert samples["pgappliance_info"]["labels"] == {"scope": "demo", "name": "n1", "version": __version__,
+                                                     "patroni_version": "4.1.4"}
     assert v["patroni_postgres_running"] == 1
     assert v["patroni_postmaster_start_time"] == START.timestamp()
     assert (v["patroni_primary"], v["patroni_replica"], v["patroni_standby_leader"]) == (1, 0, 0)
@@ -167,7 +170,7 @@ def test_no_state_is_still_a_valid_exposition() -> None:
     v = values(samples)
     assert v["pgappliance_state_fresh"] == 0
     assert v["patroni_postgres_running"] == 0
-    assert v["patroni_version"] == 100
+    assert v["patroni_version"] == 40104
     assert v["pgappliance_dcs_errors_total"] == 0
     assert "pgappliance_dcs_rtt_seconds" not in v
 
@@ -177,3 +180,14 @@ def test_unknown_state_wording_maps_to_minus_one() -> None:
     doc["patroni_doc"]["state"] = "rewinding"
     _, samples = scrape(doc)
     assert samples["patroni_postgres_state"]["value"] == -1
+
+
+def test_patroni_doc_and_member_key_report_the_patroni_contract_version() -> None:
+    """check_patroni keys detailed replica states on version >= 3.0.4: we report the contract's."""
+    from appliance.manager.publish import member_value
+
+    doc = _doc("n1", _primary_status(), holder=True)
+    about = doc["patroni_doc"]["patroni"]
+    assert about == {"version": "4.1.4", "scope": "demo", "name": "n1", "appliance_version": __version__}
+    member = member_value("n1", "postgres://h:5432/postgres", "https://h:8008/patroni", _primary_status(), None, {})
+    assert member.version == "4.1.4"

@@ -46,6 +46,7 @@ def test_render_and_parse_roundtrip(tmp_path: Path) -> None:
     )
     assert parsed["max_wal_senders"] == "10" and parsed["work_mem"] == "8MB"
     assert parsed["unix_socket_permissions"] == "0770"
+    assert (parsed["wal_receiver_status_interval"], parsed["wal_retrieve_retry_interval"]) == ("1s", "1s")
     assert files.render_appliance_conf(cfg, params, conninfo, "n1", 'FIRST 1 ("n2")') == text
 
 

@@ -66,8 +66,13 @@ def cluster_lsn(view: ClusterView) -> int:
     return max(known) if known else 0
 
 
-def _lag_mb(top: int, lsn: int) -> int:
-    return round(max(0, top - lsn) / MIB)
+def _lag_mb(top: int, lsn: int) -> int | float:
+    """Lag in MB as patronictl shows it, but never rounded to 0 when behind: whole MB stay whole,
+    anything else keeps three decimals (1 kB), at least 0.001 (``/cluster`` has the exact bytes)."""
+    lag = max(0, top - lsn)
+    if lag % MIB == 0:
+        return lag // MIB
+    return max(0.001, round(lag / MIB, 3))
 
 
 def _scheduled_restart(member: Member) -> str:
@@ -89,7 +94,9 @@ def _restart_reason(member: Member) -> str:
 def member_rows(view: ClusterView, extended: bool = False) -> tuple[list[str], list[list[Any]]]:
     """(columns, rows) of ``list``: one row per member, sorted by name, values as patronictl shows them."""
     columns = list(BASE_COLUMNS)
-    members = sorted(view.members, key=lambda m: m.name)
+    # A member whose key vanished while the leader keeps its slot (member_slots_ttl) shows as stopped.
+    gone = tuple(Member(name=n, conn_url="", api_url="", state="stopped", role="replica") for n in view.vanished())
+    members = sorted((*view.members, *gone), key=lambda m: m.name)
     wanted = {
         "Pending restart": extended or any(m.pending_restart for m in members),
         "Pending restart reason": extended or any(m.pending_restart_reason for m in members),

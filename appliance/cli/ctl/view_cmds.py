@@ -185,7 +185,8 @@ def version_cmd(cluster_name: str | None, member_names: tuple[str, ...], **conn:
             continue
         reply = call(target, "GET", f"{api_base(m.api_url)}/patroni", timeout=3)
         doc = reply.body if isinstance(reply.body, dict) else {}
-        version = (doc.get("patroni") or {}).get("version", "?")
+        about = doc.get("patroni") or {}
+        version = about.get("appliance_version") or about.get("version", "?")
         server = doc.get("server_version")
         pg = f" PostgreSQL {server // 10000}.{server % 10000}" if isinstance(server, int) and server else ""
         click.echo(f"{m.name}: pgappliance {version}{pg}")
