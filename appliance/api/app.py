@@ -145,6 +145,15 @@ def _register_status(app: Flask, reader: StateReader, clock: Callable[[], float]
         doc = reader() or {}
         return jsonify((doc.get("cluster") or {}).get("history") or [])
 
+    @app.get("/failsafe")
+    def failsafe_members() -> Response:
+        doc = reader() or {}
+        if not doc.get("failsafe_mode"):
+            resp = jsonify({"error": "failsafe_mode is not enabled", "field": None})
+            resp.status_code = 502
+            return resp
+        return jsonify(doc.get("failsafe") or {})
+
     @app.get("/events")
     def events() -> Response:
         doc = reader() or {}

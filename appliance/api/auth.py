@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hmac
 import ipaddress
 import json
@@ -155,5 +156,8 @@ def install(app: Flask, policy: AccessPolicy | PolicySource, member_urls: Member
     def _check_access() -> Response | None:
         if request.method not in UNSAFE_METHODS:
             return None
-        return access_problem(current(), request.remote_addr, request.environ,
+        policy = current()
+        if request.path == "/failsafe":  # as in Patroni: the allowlist does not apply, credentials do
+            policy = dataclasses.replace(policy, allowlist=(), include_members=False)
+        return access_problem(policy, request.remote_addr, request.environ,
                               request.headers.get("Authorization"), member_urls)

@@ -14,7 +14,9 @@ from appliance.api import switchover as sw
 from appliance.api.body import BadInput, json_body, optional_bool, optional_str, reject_unknown, text
 from appliance.api.context import ApiContext, Unavailable
 from appliance.core.model import ClusterView, Failover
+from appliance.manager import failsafe
 
+FAILSAFE_KEYS = frozenset({"name", "conn_url", "api_url", "slots"})
 SWITCHOVER_KEYS = frozenset({"leader", "candidate", "member", "scheduled_at"})
 REINIT_KEYS = frozenset({"force", "from_leader", "from-leader"})
 Handler = Callable[[], Response]
@@ -48,6 +50,7 @@ def register(app: Flask, ctx: ApiContext) -> None:
     route("/restart", "DELETE", lambda: restart_rules.delete_restart(ctx))
     route("/reload", "POST", lambda: post_reload(ctx))
     route("/reinitialize", "POST", lambda: post_reinitialize(ctx))
+    route("/failsafe", "POST", lambda: post_failsafe(ctx))
 
 
 # --- switchover / failover --------------------------------------------------------------------------
@@ -151,3 +154,33 @@ def post_reinitialize(ctx: ApiContext) -> Response:
     if status == "failed":
         return text(503, f"reinitialize failed: {reason}" if reason else "reinitialize failed")
     return text(503, reason or f"reinitialize {status}")
+
+
+# --- failsafe ---------------------------------------------------------------------------------------
+
+def post_failsafe(ctx: ApiContext) -> Response:
+    """A primary cut off from the DCS asks whether it may go on (Patroni's failsafe mode): accept,
+    and note it so that this node's manager does not race for the leader key meanwhile."""
+    body = json_body(required=True)
+    reject_unknown(body, FAILSAFE_KEYS, "POST /failsafe")
+    name = optional_str(body, "name")
+    if not name:
+        raise BadInput("name is required: the primary's member name", "name")
+    for key in ("conn_url", "api_url"):
+        optional_str(body, key)
+    if "slots" in body and not isinstance(body["slots"], dict):
+        raise BadInput("slots must be an object (slot name: LSN)", "slots")
+    doc = ctx.fresh_state()
+    if not doc.get("failsafe_mode"):
+        return text(502, "failsafe_mode is not enabled")
+    pg = doc.get("postgres") or {}
+    if pg.get("running") and pg.get("role") == "primary" and name != doc.get("name"):
+        return text(500, "Running as a leader")
+    if ctx.run_dir is None:
+        raise Unavailable("this API has no run_dir: cannot pass the failsafe request to the manager")
+    failsafe.record(ctx.run_dir, name)
+    resp = text(200, "Accepted")
+    lsn = pg.get("receive_lsn") or pg.get("replay_lsn") or pg.get("wal_position")
+    if isinstance(lsn, int):
+        resp.headers["lsn"] = str(lsn)
+    return resp

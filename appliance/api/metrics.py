@@ -174,7 +174,8 @@ def patroni_metrics(f: _Families, doc: dict[str, Any], fresh: bool) -> None:
             _num(pd.get("server_version")))
     f.gauge("patroni_cluster_unlocked", "Value is 1 if the cluster is unlocked, 0 if locked.",
             float(bool(pd.get("cluster_unlocked"))))
-    f.gauge("patroni_failsafe_mode_is_active", "Value is 1 if failsafe mode is active, 0 if inactive.", 0.0)
+    f.gauge("patroni_failsafe_mode_is_active", "Value is 1 if failsafe mode is active, 0 if inactive.",
+            float(bool(pd.get("failsafe_mode_is_active"))))
     f.gauge("patroni_postgres_timeline", "Postgres timeline of this node (if running), 0 otherwise. "
             "(TYPE counter in Patroni.)", _num(pd.get("timeline")))
     f.gauge("patroni_dcs_last_seen", "Epoch timestamp when DCS was last contacted successfully by the manager.",

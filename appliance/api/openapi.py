@@ -123,6 +123,16 @@ def _paths() -> dict[str, dict[str, Op]]:
         "/restart": _restart_ops(),
         "/reload": {"post": _unsafe("Re-read the local configuration (like SIGHUP)",
                                     {"202": _text("reload scheduled"), "503": _error("the manager is not running")})},
+        "/failsafe": {
+            **_get("The members a primary cut off from the DCS must reach (the failsafe key)",
+                   {"type": "object", "additionalProperties": {"type": "string"}},
+                   {"502": _error("failsafe_mode is off")}),
+            "post": _unsafe("A primary cut off from the DCS asks to go on (failsafe mode)", {
+                "200": _text("Accepted (header `lsn`: this node's WAL position)"),
+                "500": _text("this node runs as primary: `Running as a leader`"),
+                "502": _text("failsafe_mode is off"),
+                "503": _error("the manager is not running"),
+                **BAD_BODY}, _body("FailsafeRequest", True))},
         "/reinitialize": {"post": _unsafe("Wipe this replica and clone it again from the leader", {
             "200": _text("reinitialize started"),
             "503": _error("refused with a reason: this node is the leader, the cluster has no leader, "
@@ -254,6 +264,9 @@ def _schemas() -> dict[str, Any]:
             "postgres_version": {"type": "string", "example": "15.2"},
             "timeout": {"oneOf": [{"type": "number"}, {"type": "string", "example": "60s"}]},
             "schedule": {"type": "string", "format": "date-time"}}},
+        "FailsafeRequest": {"type": "object", "additionalProperties": False, "required": ["name"],
+                            "properties": {"name": {"type": "string", "minLength": 1}, "conn_url": string,
+                                           "api_url": string, "slots": {"type": "object"}}},
         "ReinitializeRequest": {"type": "object", "additionalProperties": False,
                                 "properties": {"force": boolean, "from_leader": boolean}},
         "DynamicConfig": {"type": "object", "additionalProperties": True,

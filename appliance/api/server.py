@@ -64,7 +64,7 @@ def http_probe(member: Member, client: Client | None = None, timeout: float = PR
 
 
 # Answered from the state file alone (fast, never the DCS): they share the health checks' lane.
-_STATE_PATHS = frozenset({"/patroni", "/cluster", "/history", "/events", "/metrics", "/openapi.json"})
+_STATE_PATHS = frozenset({"/patroni", "/cluster", "/history", "/events", "/failsafe", "/metrics", "/openapi.json"})
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 

@@ -103,14 +103,6 @@ def check_dynamic(doc: Mapping[str, Any], origin: Origin, *, strict: bool) -> Dy
     except ValidationError as exc:
         problems += problems_from(exc, lambda path: _locate(sources, path), lambda path: _timing_note(sources, path))
         config = None
-    if config is not None and config.failsafe_mode:
-        key, source = _locate(sources, ("failsafe_mode",))
-        why = ("not implemented by pgappliance yet (a DCS outage longer than retry_timeout demotes the primary): "
-               "leave it false")
-        if strict:
-            problems.append(Problem(key, source, why))
-        else:
-            warnings.append(f"{key} ({source}): not applied: {why}")
     if problems or config is None:
         raise ConfigError(problems)
     flat: dict[str, str] = {}

@@ -133,6 +133,14 @@ class WriteHistory(Action):
 
 
 @dataclass(frozen=True)
+class WriteFailsafe(Action):
+    """Put the ``failsafe`` key: every member's name and api_url, the ones a primary cut off from
+    the DCS must all reach (POST /failsafe) to keep running."""
+
+    members: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class WriteStatus(Action):
     optime: int = 0
     retain_slots: tuple[str, ...] = ()  # every member whose slot the leader keeps

@@ -92,6 +92,8 @@ def _dcs_unreachable(local: LocalState, cfg: HaSettings) -> list[a.Action]:
         return [a.Wait("DCS unreachable while paused: keep running")]
     if local.lease_ok_at is not None and local.now - local.lease_ok_at < cfg.retry_timeout:
         return [a.Wait("DCS unreachable for less than retry_timeout: keep running")]
+    if cfg.failsafe_mode and local.failsafe_ok:
+        return [a.Wait("DCS unreachable, failsafe: every member in /failsafe confirmed us: keep running")]
     return [a.Demote("DCS unreachable for longer than retry_timeout: stop accepting writes before "
                      "the leader lease can expire elsewhere", mode=a.DemoteMode.IMMEDIATE, release=False)]
 
@@ -192,6 +194,9 @@ def _leader_race(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[
         if local.role is Role.PRIMARY:
             return [a.AcquireLeader("paused: the running primary keeps the lock")]
         return [a.Wait("paused: no automatic promotion")]
+    if cfg.failsafe_mode and local.failsafe_leader not in (None, local.name):
+        return [a.Wait(f"failsafe: {local.failsafe_leader} runs as primary without the DCS and told us so: "
+                       "no leader race")]
     why_not = ineligible_reason(view, local, cfg)
     if why_not is not None:
         if local.role is Role.PRIMARY:
@@ -222,6 +227,11 @@ def _as_leader(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[a.
     switch = switchover_actions(view, local, cfg)
     if switch is not None:
         return acts + switch
+    if cfg.failsafe_mode:
+        members = tuple(sorted((m.name, m.api_url) for m in view.members if m.api_url))
+        if view.failsafe != dict(members):
+            acts.append(a.WriteFailsafe("failsafe_mode: publish the members a cut-off primary must reach",
+                                        members=members))
     history = reconciled_history(view.history, local.history, cfg.max_timelines_history)
     if history is not None:
         acts.append(a.WriteHistory("the DCS history misses or contradicts our timeline lineage", history=history))

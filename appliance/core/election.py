@@ -37,6 +37,8 @@ def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> st
         return "a switchover away from this node is in progress"
     if local.wal_position is None:
         return "WAL position unknown"
+    if cfg.failsafe_mode and view.failsafe and local.name not in view.failsafe:
+        return "not listed in /failsafe"
     if cfg.synchronous_mode and view.sync is not None and view.sync.leader and not view.sync.matches(local.name):
         listed = ",".join(view.sync.sync_standby) or "none"
         return f"synchronous_mode: not named in the sync key (sync standbys: {listed})"

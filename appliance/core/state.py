@@ -93,6 +93,8 @@ class LocalState:
     rewound_from: tuple[str, int] | None = None  # (leader, its timeline) of our last successful rewind
     not_streaming_since: float | None = None  # a replica with a known leader, not streaming since
     retained: tuple[str, ...] = ()  # vanished members whose slots are kept (member_slots_ttl)
+    failsafe_ok: bool | None = None  # DCS down, we are primary: every member in /failsafe confirmed us
+    failsafe_leader: str | None = None  # a primary that POSTed /failsafe to us within ttl (an episode)
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class HaSettings:
     primary_stop_timeout: int = 0
     max_timelines_history: int = 0
     member_slots_ttl: int = 1800
+    failsafe_mode: bool = False
     synchronous_mode: bool = False
     synchronous_mode_strict: bool = False
     synchronous_node_count: int = 1

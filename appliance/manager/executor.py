@@ -119,6 +119,10 @@ class Executor:
         self.dcs.write_config(self.seed_config(), None)
         return True
 
+    def _do_WriteFailsafe(self, act: a.WriteFailsafe) -> bool:
+        self.dcs.write_failsafe(dict(act.members))
+        return True
+
     def _do_WriteHistory(self, act: a.WriteHistory) -> bool:
         self.dcs.write_history(act.history)
         self.events.emit("history", act.reason, timelines=[h.timeline for h in act.history])

@@ -88,6 +88,13 @@ class LeaseKeeper:
             self.deadline = sent + ttl
         self.publish()
 
+    def failsafe_confirmed(self, sent: float, ttl: int) -> None:
+        """Failsafe: every member accepted our POST /failsafe sent at ``sent``; none of them races
+        for the key before ``sent + ttl``. The key itself is not seen (the DCS is unreachable)."""
+        if self.holder:
+            self.deadline = max(self.deadline or sent, sent + ttl)
+            self.publish()
+
     def key_lost(self) -> None:
         """The key is someone else's, absent after our update, or released by us."""
         self.holder, self.deadline = False, None

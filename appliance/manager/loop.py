@@ -19,22 +19,25 @@ from appliance.core.decide import decide
 from appliance.core.election import diverged
 from appliance.core.intents import plan_intent
 from appliance.core.model import ClusterView, Member, Role
-from appliance.core.state import HaSettings, JobResult, LocalState, PeerStatus, Retry
+from appliance.core.state import HaSettings, JobResult, LocalState, PeerStatus
 from appliance.core.switchover import scheduled_epoch
 from appliance.core.timelines import replica_problem
 from appliance.core.timing import safe_loop_wait
 from appliance.dcs.base import DCS, DCSError
 from appliance.fence.order import WatchdogSettings
+from appliance.manager import failsafe
 from appliance.manager.channel import write_state
 from appliance.manager.events import EventLog
 from appliance.manager.executor import Executor
 from appliance.manager.fencing import FencingStatus, LeaseKeeper
 from appliance.manager.intents import Intent, take_all
 from appliance.manager.jobs import JobRunner
+from appliance.manager.memory import Memory
 from appliance.manager.peers import fetch_peers
 from appliance.manager.pgops import PgOps
 from appliance.manager.publish import member_value, state_doc
 from appliance.manager.settings import api_url, ha_settings, hba_lines
+from appliance.net.http import Client, client_for
 from appliance.postgres.status import PgStatus
 from appliance.postgres.validate import check_dynamic
 
@@ -74,14 +77,10 @@ class Manager:
                                  key_lost=self.fencing.key_lost, stopping=lambda: self.stopping)
         self.lease_ok_at: float | None = None
         self.dcs_last_seen: float | None = None
-        self.pg_down_since: float | None = None
         self.stopping = False  # set from the SIGTERM handler: decide() takes nothing over from then on
-        self.retry: Retry | None = None
-        self._failed: JobResult | None = None  # the failed job decide() still has to answer (after back-off)
-        self.rewound_from: tuple[str, int] | None = None
-        self.not_streaming_since: float | None = None
+        self.memory = Memory(self.events)
         self.replication_problem: str | None = None
-        self.member_seen: dict[str, float] = {}  # when each member key was last seen (member_slots_ttl)
+        self.failsafe = failsafe.FailsafeKeeper(self.events, clock)
         self.last_view: ClusterView | None = None
         self.last_status: PgStatus | None = None
         self._pending_result: JobResult | None = None
@@ -168,24 +167,20 @@ class Manager:
             self._outcome(self._intent_jobs.pop(result.job), result.job, "done" if result.ok else "failed",
                           result.detail)
         job = self.jobs.running
-        self._after_job(result, view, status, now)
-        if job is not None:
-            self._failed = None
-        elif result is None and self._failed is not None:
-            result = self._failed  # a failed rewind still means "re-clone" once the back-off is over
-        # primary_start_timeout counts while the lock is held with PostgreSQL not answering, also
-        # while a start or restart job tries to bring it back.
-        if view is not None and view.leader_name == self.name and not status.queryable \
-                and (job is None or job in ("start", "restart")):
-            self.pg_down_since = self.pg_down_since if self.pg_down_since is not None else now
-        else:
-            self.pg_down_since = None
+        memory = self.memory
+        result = memory.after_job(result, view, status, job, now)
+        memory.track(view, self.name, status, job, now)
         leader_member = view.member(view.leader_name) if view is not None and view.leader_name else None
-        if (leader_member is not None and leader_member.name != self.name and leader_member.state == "running"
-                and status.queryable and status.role == "replica" and status.replication_state != "streaming"):
-            self.not_streaming_since = self.not_streaming_since if self.not_streaming_since is not None else now
-        else:
-            self.not_streaming_since = None
+        local_cfg = self.effective.local
+        failsafe_ok = self.failsafe.round(
+            view, enabled=self.ha.failsafe_mode, name=self.name, primary=status.queryable and status.role == "primary",
+            me={"name": self.name, "conn_url": self.ops.conn_url, "api_url": api_url(local_cfg), "slots": {}},
+            client=self.peer_client(), confirmed=lambda sent: self.fencing.failsafe_confirmed(sent, self.dcs.lease_ttl))
+        # During an episode each DCS attempt is cut short, so that the rounds that keep the fencer off
+        # come well within ttl; back to retry_timeout once the DCS answers.
+        self.dcs.set_retry_timeout(min(self.ha.retry_timeout, 1) if self.failsafe.active else self.ha.retry_timeout)
+        received = failsafe.last_received(local_cfg.appliance.run_dir)
+        failsafe_leader = received.name if received is not None and now - received.at < self.ha.ttl else None
         peers: tuple[PeerStatus, ...] = ()
         named = view is not None and view.failover is not None and view.failover.member == self.name \
             and not view.failover.scheduled_at
@@ -208,56 +203,24 @@ class Manager:
             timeline=status.timeline, wal_position=status.wal_position,
             replication_state=status.replication_state, following=self.ops.upstream,
             was_primary=was_primary, job=job, job_result=result, lease_ok_at=self.lease_ok_at,
-            pg_down_since=self.pg_down_since, replication=self.ops.standby_conns(status),
+            pg_down_since=memory.pg_down_since, replication=self.ops.standby_conns(status),
             synchronous_standby_names=self.ops.ssn, ssn_set_lsn=self.ops.ssn_set_lsn,
             config_stale=self.ops.config_stale(), peers=peers, leader_alive=leader_alive,
             pending_restart=bool(status.pending_restart), fence_problem=fencing.problem,
-            stopping=self.stopping, retry=self.retry,
+            stopping=self.stopping, retry=memory.retry,
             history=self.ops.own_history(status.timeline) if status.queryable else (),
-            rewound_from=self.rewound_from, not_streaming_since=self.not_streaming_since,
-            retained=self._retained(view, now),
+            rewound_from=memory.rewound_from, not_streaming_since=memory.not_streaming_since,
+            retained=memory.retained(view, self.name, self.ha.member_slots_ttl, now),
+            failsafe_ok=failsafe_ok, failsafe_leader=failsafe_leader,
         )
         is_replica = local.role is Role.REPLICA and view is not None and view.leader_name not in (None, self.name)
         self.replication_problem = replica_problem(
             is_replica and view is not None and leader_member is not None and leader_member.state == "running"
-            and diverged(view, local), self.not_streaming_since, now) if is_replica else None
+            and diverged(view, local), memory.not_streaming_since, now) if is_replica else None
         return view, local, status
 
-    def _retained(self, view: ClusterView | None, now: float) -> tuple[str, ...]:
-        """Vanished members whose slots are kept for member_slots_ttl (a previous leader's list too)."""
-        if view is None:
-            return ()
-        present = {m.name for m in view.members}
-        for name in present:
-            self.member_seen[name] = now
-        for name in view.status.retain_slots:
-            self.member_seen.setdefault(name, now)
-        ttl = self.ha.member_slots_ttl
-        for name, seen in list(self.member_seen.items()):
-            if name not in present and now - seen >= ttl:
-                del self.member_seen[name]
-        return tuple(sorted(n for n in self.member_seen if n not in present and n != self.name))
-
-    def _after_job(self, result: JobResult | None, view: ClusterView | None, status: PgStatus, now: float) -> None:
-        """Back off after a job that failed or left PostgreSQL down; remember a successful rewind."""
-        if status.queryable and status.replication_state == "streaming":
-            self.rewound_from = None
-        if result is None:
-            return
-        if result.ok and status.queryable:
-            self._failed = None
-            if self.retry is not None:
-                self.events.emit("retry", f"{result.job} succeeded: back-off cleared")
-            self.retry = None
-        else:
-            self.retry = retry.after_failure(self.retry, result.job, now)
-            self._failed = result if not result.ok and result.job == "rewind" else None
-            self.events.emit("retry", f"{result.job} {'failed' if not result.ok else 'left PostgreSQL down'}: "
-                             f"no new job for {self.retry.until - now:.0f}s", level=logging.WARNING,
-                             job=result.job, failures=self.retry.failures)
-        leader = view.member(view.leader_name) if view is not None and view.leader_name else None
-        if result.job == "rewind" and result.ok and leader is not None and leader.timeline is not None:
-            self.rewound_from = (leader.name, leader.timeline)
+    def peer_client(self) -> Client:
+        return client_for(self.effective.local)
 
     # --- one round -------------------------------------------------------------------------------
     def tick(self) -> list[a.Action]:
@@ -364,11 +327,14 @@ class Manager:
             "actions_total": dict(self.executor.counters),
         }
         doc["scheduled_restart"] = self.scheduled_restart
-        retrying = self.retry if retry.active(self.retry, self.clock()) else None
+        retrying = self.memory.retry if retry.active(self.memory.retry, self.clock()) else None
         doc["retry"] = doc["patroni_doc"]["retry"] = None if retrying is None else {
             "job": retrying.job, "failures": retrying.failures,
             "retry_in": round(max(0.0, retrying.until - self.clock()), 1)}
         doc["replication_problem"] = doc["patroni_doc"]["replication_problem"] = self.replication_problem
+        doc["failsafe_mode"] = self.ha.failsafe_mode
+        doc["failsafe"] = (self.failsafe.known.failsafe if self.failsafe.known is not None else None) or {}
+        doc["patroni_doc"]["failsafe_mode_is_active"] = self.failsafe.active
         doc["patroni_doc"]["scheduled_restart"] = self.scheduled_restart
         doc["insecure"] = doc["patroni_doc"]["insecure_channels"] = list(insecure_channels(local))
         fencing = self.fence_status
@@ -386,6 +352,10 @@ class Manager:
 
     # --- forever ---------------------------------------------------------------------------------
     def next_wait(self) -> float:
+        if self.failsafe.active:
+            # Each round of POST /failsafe is what keeps the fencer off: no sleep between rounds
+            # (a failing DCS read already takes up to retry_timeout).
+            return 0.2
         return safe_loop_wait(self.ha.loop_wait, self.dcs.lease_ttl, self.ha.retry_timeout)
 
     def wait_next(self) -> None:

@@ -47,6 +47,7 @@ def ha_settings(dynamic: DynamicConfig, local: LocalConfig) -> HaSettings:
         primary_stop_timeout=dynamic.primary_stop_timeout,
         max_timelines_history=dynamic.max_timelines_history,
         member_slots_ttl=dynamic.member_slots_ttl,
+        failsafe_mode=dynamic.failsafe_mode,
         synchronous_mode=dynamic.synchronous_mode,
         synchronous_mode_strict=dynamic.synchronous_mode_strict,
         synchronous_node_count=dynamic.synchronous_node_count,

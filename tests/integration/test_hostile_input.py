@@ -62,7 +62,7 @@ def test_out_of_bound_or_mistyped_timings_are_refused_naming_the_key(cluster: De
 
 @pytest.mark.parametrize(("body", "key"), [({"pause": "yes"}, "pause"), ({"loop_wait": 100000}, "loop_wait"),
                                            ({"retry_timeout": "2"}, "retry_timeout"),
-                                           ({"failsafe_mode": True}, "failsafe_mode"),
+                                           ({"failsafe_mode": "on"}, "failsafe_mode"),
                                            ({"synchronous_node_count": 999}, "synchronous_node_count")])
 def test_other_bad_dynamic_values_are_refused(cluster: DemoCluster, body: dict[str, Any], key: str) -> None:
     code, doc, _ = api(cluster, "node2", "PATCH", "/config", body)

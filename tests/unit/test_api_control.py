@@ -611,3 +611,64 @@ def test_head_and_options_still_status_only(tmp_path: Path) -> None:
         resp = client.open("/switchover", method=method)
         assert (resp.status_code, resp.headers.get("Allow")) == (405, "POST, DELETE") and resp.is_json
     assert client.get("/nosuch").status_code == 404
+
+
+# --- failsafe ------------------------------------------------------------------------------------------
+
+FAILSAFE_BODY = {"name": "node2", "conn_url": "postgres://10.0.0.2:5432/postgres",
+                 "api_url": "https://10.0.0.2:8008/patroni", "slots": {}}
+
+
+def test_post_failsafe_is_accepted_by_a_replica_and_recorded_for_its_manager(tmp_path: Path) -> None:
+    from appliance.manager.failsafe import last_received
+
+    doc = state(role="replica", failsafe_mode=True, postgres={"running": True, "role": "replica",
+                                                               "receive_lsn": 12345})
+    mgr = FakeManager(str(tmp_path / "run"), doc=doc)
+    client, _ = client_of(tmp_path, manager=mgr)
+    resp = post(client, "/failsafe", FAILSAFE_BODY)
+    assert (resp.status_code, said(resp), resp.headers.get("lsn")) == (200, "Accepted", "12345")
+    received = last_received(str(tmp_path / "run"))
+    assert received is not None and received.name == "node2"
+
+
+def test_post_failsafe_refused_by_a_primary_and_when_off(tmp_path: Path) -> None:
+    from appliance.manager.failsafe import last_received
+
+    primary = FakeManager(str(tmp_path / "a"), doc=state(role="primary", failsafe_mode=True))
+    client, _ = client_of(tmp_path, manager=primary)
+    assert (post(client, "/failsafe", FAILSAFE_BODY).status_code, said(post(client, "/failsafe", FAILSAFE_BODY))) \
+        == (500, "Running as a leader")
+    off = FakeManager(str(tmp_path / "b"), doc=state(role="replica"))
+    client, _ = client_of(tmp_path, manager=off)
+    assert post(client, "/failsafe", FAILSAFE_BODY).status_code == 502
+    assert client.get("/failsafe").status_code == 502
+    assert last_received(str(tmp_path / "a")) is None and last_received(str(tmp_path / "b")) is None
+
+
+@pytest.mark.parametrize("body", [{}, {"name": 5}, {"name": "n2", "evil": 1}, {"name": "n2", "slots": [1]},
+                                  {"conn_url": "x"}])
+def test_post_failsafe_bad_bodies(tmp_path: Path, body: dict[str, Any]) -> None:
+    from appliance.manager.failsafe import last_received
+
+    mgr = FakeManager(str(tmp_path / "run"), doc=state(role="replica", failsafe_mode=True))
+    client, _ = client_of(tmp_path, manager=mgr)
+    assert post(client, "/failsafe", body).status_code == 400
+    assert last_received(str(tmp_path / "run")) is None
+
+
+def test_post_failsafe_needs_credentials_but_not_the_allowlist(tmp_path: Path) -> None:
+    mgr = FakeManager(str(tmp_path / "run"), doc=state(role="replica", failsafe_mode=True))
+    client, _ = client_of(tmp_path, standard_cluster(), manager=mgr, local=secured(allowlist=["10.1.0.0/16"]))
+    outsider = {"REMOTE_ADDR": "192.168.1.5"}
+    assert post(client, "/failsafe", FAILSAFE_BODY, environ_base=outsider).status_code == 401
+    ok = post(client, "/failsafe", FAILSAFE_BODY, headers=basic("admin", "s3cret"), environ_base=outsider)
+    assert ok.status_code == 200
+    assert post(client, "/reload", headers=basic("admin", "s3cret"), environ_base=outsider).status_code == 403
+
+
+def test_get_failsafe_lists_the_members(tmp_path: Path) -> None:
+    members = {"node1": "https://10.0.0.1:8008/patroni", "node2": "https://10.0.0.2:8008/patroni"}
+    mgr = FakeManager(str(tmp_path / "run"), doc=state(failsafe_mode=True, failsafe=members))
+    client, _ = client_of(tmp_path, manager=mgr)
+    assert client.get("/failsafe").get_json() == members

@@ -54,6 +54,7 @@ def kinds(actions: list[a.Action]) -> list[str]:
 
 CFG = HaSettings()
 SYNC = HaSettings(synchronous_mode=True, synchronous_mode_strict=True)
+FAILSAFE = HaSettings(failsafe_mode=True)
 
 CASES = [
     # (id, view, local, settings, expected action kinds)
@@ -200,6 +201,23 @@ CASES = [
     ("a stopping node starts no job", view(), replica(running=False, role=None, stopping=True), CFG, ["Wait"]),
     ("a stopping primary still renews its lock", view(), primary(stopping=True), CFG,
      ["UpdateLeader", "EnsureSlots"]),
+    # failsafe_mode
+    ("failsafe: DCS down, every member confirmed: keep running", None, primary(lease_ok_at=90.0, failsafe_ok=True),
+     FAILSAFE, ["Wait"]),
+    ("failsafe: DCS down, a member did not confirm: demote", None, primary(lease_ok_at=90.0, failsafe_ok=False),
+     FAILSAFE, ["Demote"]),
+    ("failsafe off: a confirmation does not count", None, primary(lease_ok_at=90.0, failsafe_ok=True), CFG,
+     ["Demote"]),
+    ("failsafe: the leader publishes the members", view(failsafe=None), primary(), FAILSAFE,
+     ["UpdateLeader", "WriteFailsafe", "EnsureSlots"]),
+    ("failsafe: members already published", view(failsafe={n: f"http://{n}:8008/patroni" for n in ("n1", "n2", "n3")}),
+     primary(), FAILSAFE, ["UpdateLeader", "EnsureSlots"]),
+    ("failsafe: a replica told by the cut-off primary does not race", view(leader=None),
+     replica(failsafe_leader="n1"), FAILSAFE, ["Wait"]),
+    ("failsafe: a node missing from /failsafe does not race", view(leader=None, failsafe={"n1": "x", "n3": "y"}),
+     replica(), FAILSAFE, ["Wait"]),
+    ("failsafe: listed and nobody told us anything: race", view(leader=None, failsafe={"n1": "x", "n2": "y"}),
+     replica(), FAILSAFE, ["AcquireLeader", "Promote"]),
 ]
 
 

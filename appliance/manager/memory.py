@@ -1,0 +1,83 @@
+"""What the manager remembers between ticks for decide(): since when PostgreSQL is down under our
+lock or a replica is not streaming, the back-off after failed jobs, the last successful rewind, the
+members whose slots are kept. Observations go in, plain values come out (no I/O but events)."""
+
+from __future__ import annotations
+
+import logging
+
+from appliance.core import retry
+from appliance.core.model import ClusterView
+from appliance.core.state import JobResult, Retry
+from appliance.manager.events import EventLog
+from appliance.postgres.status import PgStatus
+
+
+class Memory:
+    def __init__(self, events: EventLog) -> None:
+        self.events = events
+        self.pg_down_since: float | None = None
+        self.not_streaming_since: float | None = None
+        self.retry: Retry | None = None
+        self.failed: JobResult | None = None  # a failed rewind decide() still has to answer (after back-off)
+        self.rewound_from: tuple[str, int] | None = None
+        self.member_seen: dict[str, float] = {}  # when each member key was last seen (member_slots_ttl)
+
+    def track(self, view: ClusterView | None, name: str, status: PgStatus, job: str | None, now: float) -> None:
+        # primary_start_timeout counts while the lock is held with PostgreSQL not answering, also
+        # while a start or restart job tries to bring it back.
+        if view is not None and view.leader_name == name and not status.queryable \
+                and (job is None or job in ("start", "restart")):
+            self.pg_down_since = self.pg_down_since if self.pg_down_since is not None else now
+        else:
+            self.pg_down_since = None
+        leader = view.member(view.leader_name) if view is not None and view.leader_name else None
+        if (leader is not None and leader.name != name and leader.state == "running" and status.queryable
+                and status.role == "replica" and status.replication_state != "streaming"):
+            self.not_streaming_since = self.not_streaming_since if self.not_streaming_since is not None else now
+        else:
+            self.not_streaming_since = None
+
+    def after_job(self, result: JobResult | None, view: ClusterView | None, status: PgStatus, job: str | None,
+                  now: float) -> JobResult | None:
+        """Back off after a job that failed or left PostgreSQL down; remember a successful rewind.
+        Returns the job result decide() sees: a failed rewind stays until another job starts."""
+        if status.queryable and status.replication_state == "streaming":
+            self.rewound_from = None
+        if result is not None:
+            self._note(result, view, status, now)
+        if job is not None:
+            self.failed = None
+        elif result is None and self.failed is not None:
+            return self.failed  # "re-clone" once the back-off is over
+        return result
+
+    def _note(self, result: JobResult, view: ClusterView | None, status: PgStatus, now: float) -> None:
+        if result.ok and status.queryable:
+            self.failed = None
+            if self.retry is not None:
+                self.events.emit("retry", f"{result.job} succeeded: back-off cleared")
+            self.retry = None
+        else:
+            self.retry = retry.after_failure(self.retry, result.job, now)
+            self.failed = result if not result.ok and result.job == "rewind" else None
+            self.events.emit("retry", f"{result.job} {'failed' if not result.ok else 'left PostgreSQL down'}: "
+                             f"no new job for {self.retry.until - now:.0f}s", level=logging.WARNING,
+                             job=result.job, failures=self.retry.failures)
+        leader = view.member(view.leader_name) if view is not None and view.leader_name else None
+        if result.job == "rewind" and result.ok and leader is not None and leader.timeline is not None:
+            self.rewound_from = (leader.name, leader.timeline)
+
+    def retained(self, view: ClusterView | None, name: str, ttl: int, now: float) -> tuple[str, ...]:
+        """Vanished members whose slots are kept for member_slots_ttl (a previous leader's list too)."""
+        if view is None:
+            return ()
+        present = {m.name for m in view.members}
+        for member in present:
+            self.member_seen[member] = now
+        for member in view.status.retain_slots:
+            self.member_seen.setdefault(member, now)
+        for member, seen in list(self.member_seen.items()):
+            if member not in present and now - seen >= ttl:
+                del self.member_seen[member]
+        return tuple(sorted(n for n in self.member_seen if n not in present and n != name))
