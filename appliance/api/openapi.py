@@ -129,8 +129,8 @@ def _paths() -> dict[str, dict[str, Op]]:
                    {"502": _error("failsafe_mode is off")}),
             "post": _unsafe("A primary cut off from the DCS asks to go on (failsafe mode)", {
                 "200": _text("Accepted (header `lsn`: this node's WAL position)"),
-                "500": _text("this node runs as primary: `Running as a leader`"),
-                "502": _text("failsafe_mode is off"),
+                "500": _error("this node runs as primary: `Running as a leader`"),
+                "502": _error("failsafe_mode is off"),
                 "503": _error("the manager is not running"),
                 **BAD_BODY}, _body("FailsafeRequest", True))},
         "/reinitialize": {"post": _unsafe("Wipe this replica and clone it again from the leader", {
