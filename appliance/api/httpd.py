@@ -15,6 +15,7 @@ import asyncio
 import collections
 import logging
 import signal
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Mapping
@@ -118,8 +119,12 @@ class _Core:
         self.per_client: collections.Counter[str] = collections.Counter()
         self.stopping = False
 
-    async def run(self, host: str, port: int, stop: threading.Event, on_ready: OnReady | None) -> None:
-        server = await asyncio.start_server(self._accept, host, port, backlog=128, reuse_address=True)
+    async def run(self, host: str, port: int, stop: threading.Event, on_ready: OnReady | None,
+                  sock: socket.socket | None = None) -> None:
+        if sock is not None:  # handed over already listening (supervisord holds it across restarts)
+            server = await asyncio.start_server(self._accept, sock=sock)
+        else:
+            server = await asyncio.start_server(self._accept, host, port, backlog=128, reuse_address=True)
         try:
             address = server.sockets[0].getsockname()
             logger.info("httpd: listening on %s:%d%s", address[0], address[1], " (TLS)" if self.ssl_context else "")
@@ -206,20 +211,21 @@ class _Core:
 
 def serve(app: WSGIApplication, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
           limits: Limits = DEFAULT_LIMITS, lane: LaneOf = all_health, stop: threading.Event | None = None,
-          on_ready: OnReady | None = None) -> None:
-    """Serve ``app`` on host:port until ``stop`` is set (or SIGTERM/SIGINT when called without one from
-    the main thread); the asyncio loop runs in the calling thread."""
-    asyncio.run(_main(_Core(app, limits, lane, ssl_context), host, port, stop, on_ready))
+          on_ready: OnReady | None = None, sock: socket.socket | None = None) -> None:
+    """Serve ``app`` on host:port (or the listening ``sock``) until ``stop`` is set (or SIGTERM/SIGINT
+    when called without one from the main thread); the asyncio loop runs in the calling thread."""
+    asyncio.run(_main(_Core(app, limits, lane, ssl_context), host, port, stop, on_ready, sock))
 
 
-async def _main(core: _Core, host: str, port: int, stop: threading.Event | None, on_ready: OnReady | None) -> None:
+async def _main(core: _Core, host: str, port: int, stop: threading.Event | None, on_ready: OnReady | None,
+                sock: socket.socket | None = None) -> None:
     if stop is None:
         stop = threading.Event()
         if threading.current_thread() is threading.main_thread():
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, stop.set)
-    await core.run(host, port, stop, on_ready)
+    await core.run(host, port, stop, on_ready, sock)
 
 
 class Server:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 import sys
 import threading
@@ -165,7 +166,7 @@ class ReloadingTls:
         return True
 
 
-def serve(config_path: str) -> None:
+def serve(config_path: str, listen_fd: int | None = None) -> None:
     """Load the node's configuration and serve the API on restapi.listen until stopped."""
     from appliance.config.errors import ConfigError
     from appliance.config.layering import resolve
@@ -199,4 +200,10 @@ def serve(config_path: str) -> None:
             tls.check()
         return api_lane(method, path)
 
-    httpd.serve(app, host, port, ssl_context=tls.context if tls else None, lane=lane)
+    sock = None
+    if listen_fd is not None:
+        sock = socket.socket(fileno=listen_fd)
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) != 1:
+            print(f"configuration error: file descriptor {listen_fd} is not a listening socket", file=sys.stderr)
+            sys.exit(EXIT_CONFIG)
+    httpd.serve(app, host, port, ssl_context=tls.context if tls else None, lane=lane, sock=sock)

@@ -39,11 +39,13 @@ def manager(config_path: str) -> None:
 
 @click.command()
 @CONFIG_OPTION
-def api(config_path: str) -> None:
+@click.option("--listen-fd", type=int, default=None,
+              help="Serve on this already listening socket (supervisord's) instead of binding restapi.listen.")
+def api(config_path: str, listen_fd: int | None) -> None:
     """Serve the REST API (bound to restapi.listen)."""
     from appliance.api.server import serve
 
-    serve(config_path)
+    serve(config_path, listen_fd=listen_fd)
 
 
 # Adding a command or a group is one line here.

@@ -121,6 +121,11 @@ class EtcdBackend:
 
         return self._call(f"lease keepalive {lease_id:x}", keepalive)
 
+    def distrust_current(self) -> None:
+        """Move on from the member that answered last (its answer contradicted the quorum)."""
+        index, _ = self._transport.current()
+        self._transport.mark_failed(index)
+
     def watch(self, tracker: ChangeTracker, start_revision: int | None) -> None:
         if self._watcher is None:
             self._watcher = EtcdWatcher(self._transport, tracker, self._prefix)

@@ -8,6 +8,7 @@ from typing import Any
 
 from appliance.core.model import ClusterStatus, ClusterView, Failover, HistoryEntry, Member
 from appliance.dcs import formats as f
+from appliance.dcs.base import DCSError
 from appliance.dcs.kv import Backend, ChangeTracker, Compare, Delete, LeaseNotFound, Op, Put
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,27 @@ class KVSession:
                 remaining, sent = self._backend.lease_keepalive(self._lease)
                 if remaining > 0:
                     return sent
+                if self._lease_carries_keys(self._lease):
+                    # A member that lost touch (an etcd leader frozen and thawed) may answer "expired"
+                    # for a lease the quorum keeps: a linearizable read still shows our keys on it.
+                    # Ask another member; never give up a lease the cluster still holds.
+                    log.warning("an etcd member answered that lease %x expired, but the quorum still holds "
+                                "keys on it: asking another member", self._lease)
+                    distrust = getattr(self._backend, "distrust_current", None)
+                    if distrust is not None:
+                        distrust()
+                    remaining, sent = self._backend.lease_keepalive(self._lease)
+                    if remaining > 0:
+                        return sent
+                    raise DCSError(f"etcd members disagree whether lease {self._lease:x} is alive")
                 log.warning("etcd lease %x has expired; granting a new one", self._lease)
             return self._grant()
+
+    def _lease_carries_keys(self, lease: int) -> bool:
+        """A linearizable read (quorum-confirmed): does any key of the prefix still carry ``lease``?
+        Keys of an expired lease are deleted with it."""
+        rows, _ = self._backend.range_prefix(self.prefix)
+        return any(row.lease == lease for row in rows)
 
     @property
     def lease_ttl(self) -> int:

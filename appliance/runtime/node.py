@@ -86,14 +86,20 @@ def _program(
             killasgroup=False,
         )
     if name == "api":
+        # supervisord holds the API's listening socket (an IPv4 or host name address; IPv6 listens
+        # are bound by the API itself): when the API dies, health checks wait in the backlog for its
+        # successor instead of being refused, and HAProxy does not mark the primary down.
+        held = held_socket(config.restapi.listen)
+        command = appliance_command(python, "api", "--config", config_path)
         return Program(
             "api",
-            appliance_command(python, "api", "--config", config_path),
+            [*command, "--listen-fd", "0"] if held else command,
             PRIORITIES["api"],
             startsecs=PYTHON_STARTSECS,
             stopwaitsecs=35,
             stopasgroup=True,
             killasgroup=True,
+            socket=held,
         )
     if name == "haproxy":
         cfg = haproxy_cfg or os.path.join(config.appliance.run_dir, "haproxy.cfg")
@@ -102,6 +108,14 @@ def _program(
         command = [python, "-m", "appliance.runtime.etcd_auth", "--config", config_path]
         return Program(ETCD_AUTH, command, PRIORITIES["etcd"] + 1, autorestart=False, startsecs=0, startretries=0)
     raise ValueError(f"unknown program {name!r}: choose among {', '.join(ALL_PROGRAMS)}")
+
+
+def held_socket(listen: str) -> str | None:
+    """``host:port`` for supervisord's socket= (None for an IPv6 address, which it cannot parse)."""
+    host, _, port = listen.rpartition(":")
+    if not host or "[" in host or ":" in host or not port.isdigit():
+        return None
+    return f"{host}:{port}"
 
 
 def node_programs(

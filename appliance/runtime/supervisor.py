@@ -59,6 +59,10 @@ class Program:
     stopwaitsecs: int = 10
     stopasgroup: bool = False
     killasgroup: bool = False
+    # ``host:port`` of a listening TCP socket that supervisord itself holds and passes to every
+    # start of the program as file descriptor 0 (an ``[fcgi-program]``): a crashed program's
+    # successor finds the connections queued, none refused meanwhile.
+    socket: str | None = None
 
 
 @dataclass(frozen=True)
@@ -173,8 +177,12 @@ def _header(spec: SupervisorSpec) -> list[str]:
 
 
 def _program(program: Program, log: LogTarget) -> list[str]:
+    head = [f"[program:{program.name}]"]
+    if program.socket is not None:
+        head = [f"[fcgi-program:{program.name}]", f"socket=tcp://{program.socket}", "socket_backlog=128",
+                f"process_name={program.name}", "numprocs=1"]
     lines = [
-        f"[program:{program.name}]",
+        *head,
         f"command={_escape(shlex.join(program.command))}",
         f"priority={program.priority}",
         "autostart=true",

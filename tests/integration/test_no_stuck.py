@@ -84,6 +84,40 @@ def test_killed_postmaster_restarts_in_place_at_the_first_try(cluster: DemoClust
     assert not lost(cluster, ledger)  # the postmaster's crash recovery keeps every committed write
 
 
+def _chkdown(cluster: DemoCluster) -> dict[str, int]:
+    """How often HAProxy marked each server of the write backend down (its chkdown counter)."""
+    import csv
+    import io
+
+    text = request(cluster.status()["proxy"]["stats_url"] + ";csv").body.decode()
+    rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
+    return {r["svname"]: int(r.get("chkdown") or 0) for r in rows if r["pxname"] == "primary"
+            and r["svname"] not in ("FRONTEND", "BACKEND")}
+
+
+def test_a_killed_api_on_the_primary_is_not_marked_down(cluster: DemoCluster) -> None:
+    """supervisord holds the API's socket: health checks wait for the restarted API instead of
+    being refused, so HAProxy keeps routing writes to the primary (it used to cut 7 writes)."""
+    old = wait_until("a healthy cluster", lambda: healthy(cluster), 120)
+    before = _chkdown(cluster)
+    with poller(cluster) as poll, Ledger(cluster.dsn("primary"), start=400_000) as ledger:
+        wait_until("acknowledged writes", lambda: len(ledger.acked) > 20, 30)
+        failed = ledger.failed
+        out = cluster.supervisorctl(old, "pid", "api").stdout.strip()
+        assert out.isdigit(), out
+        os.kill(int(out), signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_until("the API answering again", lambda: api_get(cluster, old, "/patroni").get("role") == "primary", 30)
+        back_after = time.monotonic() - killed_at
+        time.sleep(3)
+    print(f"API killed on the primary: answering again after {back_after:.1f}s; "
+          f"longest write gap {ledger.longest_gap(killed_at):.2f}s")
+    assert _chkdown(cluster) == before, "HAProxy marked the primary down while its API restarted"
+    assert ledger.failed == failed, f"{ledger.failed - failed} writes failed"
+    assert read_view(cluster).leader_name == old
+    assert not poll.overlaps()
+
+
 def test_a_primary_that_cannot_start_gives_the_lock_away_with_back_off(cluster: DemoCluster) -> None:
     """pg_control unreadable (a corrupt or vanished data directory): the start fails every time."""
     old = wait_until("a healthy cluster", lambda: healthy(cluster), 120)

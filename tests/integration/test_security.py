@@ -222,8 +222,12 @@ def test_patronis_documented_haproxy_config_with_check_ssl_routes_to_the_primary
     try:
         dsn = (f"host=127.0.0.1 port={port} user=postgres dbname=postgres password={cluster.secrets.superuser_password}"
                f" sslmode=verify-full sslrootcert={cluster.secrets.ca_file} connect_timeout=2")
-        found = wait_until("HAProxy routing to the primary", lambda: sql(dsn, "SELECT NOT pg_is_in_recovery()"), 30)
-        assert found == [(True,)]
+        # HAProxy starts with every server up until its checks say otherwise (rise 2, inter 3s):
+        # wait for the checks to settle, then every connection must land on the primary.
+        wait_until("HAProxy routing to the primary",
+                   lambda: sql(dsn, "SELECT NOT pg_is_in_recovery()") == [(True,)], 30)
+        time.sleep(7)  # two more check rounds
+        assert all(sql(dsn, "SELECT NOT pg_is_in_recovery()") == [(True,)] for _ in range(5))
     finally:
         proc.terminate()
         proc.wait(10)

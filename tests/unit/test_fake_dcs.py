@@ -284,3 +284,38 @@ def test_delete_cluster(store: FakeStore) -> None:
     store.set_raw("/service/other/leader", "x")
     a.delete_cluster()
     assert store.raw(P) == {} and store.raw() == {"/service/other/leader": "x"}
+
+
+def test_a_stale_member_saying_our_lease_expired_does_not_cost_the_leader_key(store: FakeStore) -> None:
+    """An etcd leader frozen and thawed answers "expired" (TTL 0) for a lease granted meanwhile;
+    the quorum still holds it: the key must stay where it is, on the same lease."""
+    a = node(store, "n1")
+    a.keepalive()
+    a.touch_member(member("n1"))
+    assert a.acquire_leader()
+    lease = a.lease_id
+    answers = iter([0])  # the stale member's answer, then the real ones
+    real = a.backend.lease_keepalive
+    distrusted = []
+
+    def flaky(lease_id: int) -> tuple[int, float]:
+        remaining, sent = real(lease_id)
+        return next(answers, remaining), sent
+
+    a.backend.lease_keepalive = flaky  # type: ignore[method-assign]
+    a.backend.distrust_current = lambda: distrusted.append(True)  # type: ignore[attr-defined]
+    a.keepalive()
+    assert a.lease_id == lease and distrusted == [True]
+    view = a.read()
+    assert view.leader is not None and view.leader.name == "n1" and view.leader.lease == lease
+
+
+def test_a_really_expired_lease_is_replaced(store: FakeStore, clock: Clock) -> None:
+    a = node(store, "n1", ttl=5)
+    a.keepalive()
+    a.touch_member(member("n1"))
+    lease = a.lease_id
+    clock.now += 10
+    store.expire_leases()
+    a.keepalive()
+    assert a.lease_id != lease

@@ -110,8 +110,8 @@ def test_three_node_container_renders_every_file(tmp_path: Path) -> None:
     assert pki.check_certificate(cert, ca_pem=pki.read_file(str(tmp_path / "secrets" / "ca.crt")),
                                  names=["node1", "localhost", "127.0.0.1"]) == []
     conf = parse_conf(plan.supervisord_conf)
-    programs = [s for s in conf.sections() if s.startswith("program:")]
-    assert programs == ["program:etcd", "program:etcd_auth", "program:fencer", "program:haproxy", "program:api",
+    programs = [s for s in conf.sections() if s.startswith(("program:", "fcgi-program:"))]
+    assert programs == ["program:etcd", "program:etcd_auth", "program:fencer", "program:haproxy", "fcgi-program:api",
                         "program:manager", "program:initdb_scripts"]
     assert "PASSWORD" not in Path(plan.supervisord_conf).read_text()
     etcd = shlex.split(conf.get("program:etcd", "command"))

@@ -35,14 +35,32 @@ def _parse(text: str) -> configparser.RawConfigParser:
 def test_full_node_has_every_program_in_priority_order(tmp_path: Path) -> None:
     spec = node_supervisor_spec(_config(tmp_path), tmp_path / "node.yml", user="postgres")
     conf = _parse(render_supervisord_conf(spec))
-    programs = [s for s in conf.sections() if s.startswith("program:")]
-    assert programs == ["program:etcd", "program:fencer", "program:haproxy", "program:api", "program:manager"]
+    programs = [s for s in conf.sections() if s.startswith(("program:", "fcgi-program:"))]
+    assert programs == ["program:etcd", "program:fencer", "program:haproxy", "fcgi-program:api", "program:manager"]
     assert [conf.getint(s, "priority") for s in programs] == [10, 15, 30, 40, 50]
     assert conf.get("supervisord", "user") == "postgres"
     assert conf.get("supervisord", "nodaemon") == "true"
     assert 'HOME="' in conf.get("supervisord", "environment")
     assert conf.get("unix_http_server", "file") == str(tmp_path / "run" / "supervisor.sock")
     assert conf.get("supervisorctl", "serverurl") == f"unix://{tmp_path}/run/supervisor.sock"
+
+
+def test_supervisord_holds_the_api_socket_across_restarts(tmp_path: Path) -> None:
+    """A killed API must not leave port 8008 closed: supervisord binds it and passes it as fd 0."""
+    conf = _parse(render_supervisord_conf(node_supervisor_spec(_config(tmp_path), tmp_path / "node.yml")))
+    api = dict(conf.items("fcgi-program:api"))
+    assert api["socket"].startswith("tcp://") and api["socket"].endswith(":8008")
+    assert api["process_name"] == "api" and api["numprocs"] == "1"
+    argv = shlex.split(api["command"])
+    assert argv[-2:] == ["--listen-fd", "0"]
+
+
+def test_an_ipv6_listen_is_bound_by_the_api_itself() -> None:
+    from appliance.runtime.node import held_socket
+
+    assert held_socket("0.0.0.0:8008") == "0.0.0.0:8008"
+    assert held_socket("127.0.2.1:8008") == "127.0.2.1:8008"
+    assert held_socket("[::]:8008") is None and held_socket("::1:8008") is None
 
 
 def test_manager_stanza_leaves_postgres_alone(tmp_path: Path) -> None:
@@ -73,7 +91,7 @@ def test_stdio_logs_have_rotation_off(tmp_path: Path) -> None:
     assert conf.get("supervisord", "logfile") == "/dev/stdout"
     assert conf.get("supervisord", "logfile_maxbytes") == "0"
     for name in ("etcd", "manager", "haproxy", "api"):
-        section = f"program:{name}"
+        section = f"fcgi-program:{name}" if name == "api" else f"program:{name}"
         assert conf.get(section, "stdout_logfile") == "/dev/stdout"
         assert conf.get(section, "stdout_logfile_maxbytes") == "0"
         assert conf.get(section, "stderr_logfile") == "/dev/stderr"
