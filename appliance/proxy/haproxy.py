@@ -137,7 +137,9 @@ def render_haproxy_cfg(nodes: Sequence[ProxyNode], settings: ProxySettings) -> s
         "    timeout server 30m",
         "    timeout check 2s",
         # shutdown-sessions: clients of a demoted primary must be cut, not left writing to a replica.
-        "    default-server inter 1s fastinter 250ms downinter 250ms fall 2 rise 1 on-marked-down shutdown-sessions",
+        "    default-server inter 1s fastinter 250ms downinter 250ms fall 3 rise 1 on-marked-down shutdown-sessions",
+        # fall 3: a check waits at most min(timeout connect, inter) = 1 s for the TLS handshake, so three
+        # failures span ~3.5 s: an API restarting behind its held socket (2-3 s) is not marked down.
         "",
         "listen stats",
         "    mode http",
@@ -153,7 +155,7 @@ def render_haproxy_cfg(nodes: Sequence[ProxyNode], settings: ProxySettings) -> s
         # refused client connection and fail that client at once (no 1 s retry turn-around), so a
         # planned switchover costs seconds of writes, not a retry storm.
         "    retries 0",
-        "    default-server inter 1s fastinter 250ms downinter 250ms fall 2 rise 1 on-marked-down shutdown-sessions"
+        "    default-server inter 1s fastinter 250ms downinter 250ms fall 3 rise 1 on-marked-down shutdown-sessions"
         " observe layer4 error-limit 1 on-error mark-down",
         "    option httpchk",
         f"    http-check send meth {s.primary_check_method} uri /primary",

@@ -36,7 +36,7 @@ from appliance.runtime.demo_layout import (
 )
 from appliance.runtime.demo_status import cluster_status, dsn, health_problems
 from appliance.runtime.node import ALL_PROGRAMS, load_local_config
-from appliance.runtime.supervisor import FATAL_MARKER, default_user
+from appliance.runtime.supervisor import FATAL_MARKER, default_user, package_root
 
 DEFAULT_PROGRAMS: tuple[str, ...] = ("etcd", "manager", "api")
 STOP_TIMEOUT = 60.0  # the manager's stopwaitsecs (45) plus etcd's, with room to spare
@@ -220,9 +220,9 @@ class DemoCluster:
         for stale in (run_dir / "supervisord.pid", run_dir / FATAL_MARKER):
             stale.unlink(missing_ok=True)
         command = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
-        result = subprocess.run(
-            command, cwd=cwd, env=node_environment(), capture_output=True, text=True, timeout=60, check=False
-        )
+        # supervisord itself loads this copy's socket keeper (appliance.runtime.socket_keeper).
+        env = {**node_environment(), "PYTHONPATH": package_root()}
+        result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False)
         if result.returncode != 0:
             raise DemoError(f"supervisord for {node} failed to start: {(result.stderr or result.stdout).strip()}")
         deadline = self._clock() + 15.0

@@ -171,6 +171,9 @@ def _header(spec: SupervisorSpec) -> list[str]:
         "[rpcinterface:supervisor]",
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
         "",
+        *(["[rpcinterface:appliance_sockets]",
+           "supervisor.rpcinterface_factory = appliance.runtime.socket_keeper:make_keeper", ""]
+          if any(p.socket is not None for p in spec.programs) else []),
         "[supervisorctl]",
         f"serverurl=unix://{socket}",
     ]

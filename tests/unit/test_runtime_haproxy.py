@@ -43,7 +43,7 @@ def test_primary_and_replica_checks(tmp_path: Path) -> None:
 def test_timings_admin_socket_and_no_pidfile(tmp_path: Path) -> None:
     text = render_haproxy_cfg(NODES, _settings(tmp_path))
     assert (
-        "default-server inter 1s fastinter 250ms downinter 250ms fall 2 rise 1 on-marked-down shutdown-sessions"
+        "default-server inter 1s fastinter 250ms downinter 250ms fall 3 rise 1 on-marked-down shutdown-sessions"
     ) in _section(text, "defaults")
     assert f"stats socket {tmp_path}/haproxy.sock mode 660 level admin expose-fd listeners" in _section(text, "global")
     assert "pidfile" not in text

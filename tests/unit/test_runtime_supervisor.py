@@ -146,3 +146,32 @@ def test_duplicate_programs_and_quotes_are_refused(tmp_path: Path) -> None:
     quoted = [Program("etcd", ["a"], 10, environment={"X": 'say "hi"'})]
     with pytest.raises(ValueError, match="quotes"):
         render_supervisord_conf(SupervisorSpec(run_dir=str(tmp_path), programs=quoted))
+
+
+def test_the_socket_keeper_is_loaded_when_a_program_has_a_held_socket(tmp_path: Path) -> None:
+    conf = _parse(render_supervisord_conf(node_supervisor_spec(_config(tmp_path), tmp_path / "node.yml")))
+    assert conf.get("rpcinterface:appliance_sockets", "supervisor.rpcinterface_factory") == \
+        "appliance.runtime.socket_keeper:make_keeper"
+
+
+def test_the_socket_keeper_holds_every_fcgi_socket() -> None:
+    from supervisor.process import FastCGIProcessGroup
+
+    from appliance.runtime.socket_keeper import make_keeper
+
+    class Manager:
+        def __init__(self) -> None:
+            self.refs = 0
+
+        def get_socket(self) -> object:
+            self.refs += 1
+            return object()
+
+    fcgi = FastCGIProcessGroup.__new__(FastCGIProcessGroup)
+    fcgi.socket_manager = Manager()  # type: ignore[assignment]
+
+    class Supervisord:
+        process_groups = {"api": fcgi, "manager": object()}
+
+    keeper = make_keeper(Supervisord())
+    assert keeper.held() == 1 and fcgi.socket_manager.refs == 1  # type: ignore[attr-defined]
