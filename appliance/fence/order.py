@@ -5,14 +5,12 @@ other nodes do too)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from appliance.manager.channel import read_json, write_json
 
 ORDER_FILE = "lease-order.json"
 REPORT_FILE = "fencer.json"
@@ -118,29 +116,6 @@ class FencerReport:
                        last_fence=record)
         except (KeyError, TypeError, ValueError):
             return None
-
-
-def write_json(path: Path, doc: dict[str, Any]) -> None:
-    """Atomically replace ``path`` (temp file + rename): a reader never sees half a document."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, separators=(",", ":"))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def read_json(path: Path) -> Any:
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None
 
 
 def write_order(run_dir: str, order: LeaseOrder) -> None:

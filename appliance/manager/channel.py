@@ -1,4 +1,5 @@
-"""The local channel between the manager and the API: an atomically replaced JSON state file.
+"""The local channels between a node's processes: atomically replaced JSON files (the manager's
+state for the API, the lease order and report between the manager and the fencer, the failsafe record).
 
 The manager rewrites ``<run_dir>/state.json`` every tick. Monotonic timestamps are comparable across
 processes on one host (CLOCK_MONOTONIC), so the API can tell fresh state from stale without trusting
@@ -13,6 +14,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +25,13 @@ def state_path(run_dir: str) -> Path:
     return Path(run_dir) / STATE_FILE
 
 
-def write_state(run_dir: str, doc: dict[str, Any]) -> None:
-    """Atomically replace the state file (write to a temp file, fsync-free rename)."""
-    path = state_path(run_dir)
+def write_json(path: Path, doc: Any, default: Callable[[Any], Any] | None = None) -> None:
+    """Atomically replace ``path`` (temp file + fsync-free rename): a reader never sees half a document."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, separators=(",", ":"), default=str)
+            json.dump(doc, fh, separators=(",", ":"), default=default)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -39,13 +40,22 @@ def write_state(run_dir: str, doc: dict[str, Any]) -> None:
         raise
 
 
-def read_state(run_dir: str) -> dict[str, Any] | None:
-    """The manager's last published state, or None when there is none (or it is unreadable)."""
+def read_json(path: Path) -> Any:
+    """The document in ``path``; None when it is missing or unreadable."""
     try:
-        with open(state_path(run_dir)) as fh:
-            doc = json.load(fh)
+        with open(path) as fh:
+            return json.load(fh)
     except (OSError, ValueError):
         return None
+
+
+def write_state(run_dir: str, doc: dict[str, Any]) -> None:
+    write_json(state_path(run_dir), doc, default=str)
+
+
+def read_state(run_dir: str) -> dict[str, Any] | None:
+    """The manager's last published state, or None when there is none (or it is unreadable)."""
+    doc = read_json(state_path(run_dir))
     return doc if isinstance(doc, dict) else None
 
 
@@ -82,12 +92,13 @@ def staleness(doc: dict[str, Any], now: float | None = None) -> str | None:
     if age > max_age:
         return f"manager state is {age:.1f}s old (limit {max_age:.1f}s): manager dead or hung"
     pid = doc.get("pid")
-    if isinstance(pid, int) and not _alive(pid):
+    if isinstance(pid, int) and not process_exists(pid):
         return f"manager (pid {pid}) is not running"
     return None
 
 
-def _alive(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """kill(pid, 0): the process exists (another user's counts too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -4,16 +4,16 @@ does not race for the leader key while that primary runs."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from appliance.core.model import ClusterView
+from appliance.manager.channel import read_json, write_json
 from appliance.manager.events import EventLog
 from appliance.net.http import Client, request
 
@@ -51,21 +51,14 @@ class Received:
 
 def record(run_dir: str, name: str, now: float | None = None) -> None:
     """The API's side: note the primary that POSTed /failsafe (atomically, for the manager)."""
-    os.makedirs(run_dir, exist_ok=True)
-    path = os.path.join(run_dir, RECORD)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"name": name, "at": time.monotonic() if now is None else now}, f)
-    os.replace(tmp, path)
+    write_json(Path(run_dir) / RECORD, {"name": name, "at": time.monotonic() if now is None else now})
 
 
 def last_received(run_dir: str) -> Received | None:
-    try:
-        with open(os.path.join(run_dir, RECORD), encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError):
+    doc = read_json(Path(run_dir) / RECORD)
+    if not isinstance(doc, dict):
         return None
-    name, at = doc.get("name") if isinstance(doc, dict) else None, doc.get("at") if isinstance(doc, dict) else None
+    name, at = doc.get("name"), doc.get("at")
     if not isinstance(name, str) or not isinstance(at, (int, float)):
         return None
     return Received(name, float(at))
@@ -82,7 +75,7 @@ class FailsafeKeeper:
         self.refusals: dict[str, str] = {}
 
     def round(self, view: ClusterView | None, *, enabled: bool, name: str, primary: bool, me: dict[str, Any],
-              client: Client | None, confirmed: Callable[[float], None]) -> bool | None:
+              client: Callable[[], Client | None], confirmed: Callable[[float], None]) -> bool | None:
         """DCS unreachable while we run as the primary that held the key: ask every member in
         /failsafe; when all accept, ``confirmed(sent)``: none of them races for the key for ttl
         after our request. None when no round applies (DCS reachable, failsafe off, not primary)."""
@@ -97,7 +90,7 @@ class FailsafeKeeper:
             self.active = False
             return None
         started = self.clock()
-        ok, refusals = confirm_all(known.failsafe, me, client)
+        ok, refusals = confirm_all(known.failsafe, me, client())
         if ok:
             confirmed(started)
         if ok != self.active or refusals != self.refusals:

@@ -20,6 +20,7 @@ from appliance.fence.order import (
     read_report,
     write_order,
 )
+from appliance.manager.channel import process_exists
 from appliance.manager.events import EventLog
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ class LeaseKeeper:
     # --- what the fencer says ------------------------------------------------------------------
     def status(self) -> FencingStatus:
         report = read_report(self.run_dir)
-        alive = report is not None and self.boot() - report.alive_at < REPORT_MAX_AGE and _alive(report.pid)
+        alive = report is not None and self.boot() - report.alive_at < REPORT_MAX_AGE and process_exists(report.pid)
         self._note_fences(report)
         problem = None
         if not alive:
@@ -147,12 +148,3 @@ class LeaseKeeper:
                              killed=list(fence.killed), survivors=list(fence.survivors))
         self._fences_seen = report.fences
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -175,7 +175,7 @@ class Manager:
         failsafe_ok = self.failsafe.round(
             view, enabled=self.ha.failsafe_mode, name=self.name, primary=status.queryable and status.role == "primary",
             me={"name": self.name, "conn_url": self.ops.conn_url, "api_url": api_url(local_cfg), "slots": {}},
-            client=self.peer_client(), confirmed=lambda sent: self.fencing.failsafe_confirmed(sent, self.dcs.lease_ttl))
+            client=self.peer_client, confirmed=lambda sent: self.fencing.failsafe_confirmed(sent, self.dcs.lease_ttl))
         # During an episode each DCS attempt is cut short, so that the rounds that keep the fencer off
         # come well within ttl; back to retry_timeout once the DCS answers.
         self.dcs.set_retry_timeout(min(self.ha.retry_timeout, 1) if self.failsafe.active else self.ha.retry_timeout)
