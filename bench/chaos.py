@@ -33,10 +33,13 @@ from tests.integration.ha_helpers import (
     Ledger,
     WritablePoller,
     healthy,
+    lost_writes,
     patch_config,
+    program_pid,
     read_view,
     sql,
     wait_until,
+    writable_poller,
 )
 
 PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
@@ -67,8 +70,18 @@ class ChaosRun:
     faults: list[Fault] = field(default_factory=list)
 
     def program_pid(self, node: str, program: str) -> int | None:
-        out = self.cluster.supervisorctl(node, "pid", program).stdout.strip()
-        return int(out) if out.isdigit() and out != "0" else None
+        return program_pid(self.cluster, node, program)
+
+    @staticmethod
+    def frozen(pid: int | None, seconds: float) -> None:
+        """SIGSTOP ``pid`` for ``seconds`` (always continued)."""
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def etcd_leader(self) -> str | None:
         """The node whose etcd member leads (etcdctl endpoint status against each member)."""
@@ -101,15 +114,9 @@ class ChaosRun:
             time.sleep(self.rng.uniform(3, 12))
             c.start(target)
         elif kind == "manager_stop":
-            pid = self.program_pid(target, "manager")
             seconds = self.rng.uniform(8, 20)
             fault.note = f"{seconds:.0f}s"
-            if pid is not None:
-                os.kill(pid, signal.SIGSTOP)
-                try:
-                    time.sleep(seconds)
-                finally:
-                    os.kill(pid, signal.SIGCONT)
+            self.frozen(self.program_pid(target, "manager"), seconds)
         elif kind == "postmaster_kill":
             found = read_pid_file(str(c.layout.data_dir(target)))
             if found is not None:
@@ -124,11 +131,7 @@ class ChaosRun:
             elif pid is not None:
                 seconds = self.rng.uniform(5, 20)
                 fault.note += f" {seconds:.0f}s"
-                os.kill(pid, signal.SIGSTOP)
-                try:
-                    time.sleep(seconds)
-                finally:
-                    os.kill(pid, signal.SIGCONT)
+                self.frozen(pid, seconds)
         elif kind == "api_kill":
             pid = self.program_pid(target, "api")
             if pid is not None:
@@ -229,7 +232,7 @@ def chaos(cluster: DemoCluster, seconds: float, mode: str, seed: int, interval: 
         wait_until("a synchronous standby", lambda: (v := read_view(cluster)).sync is not None
                    and bool(v.sync.sync_standby), 60)
     run = ChaosRun(cluster, random.Random(seed), interval)
-    poll = WritablePoller({n: cluster.node_dsn(n) for n in cluster.nodes})
+    poll = writable_poller(cluster)
     load = PgbenchLoad(cluster.dsn("primary")) if pgbench else None
     with poll, Ledger(cluster.dsn("primary"), start=10_000_000) as ledger:
         if load is not None:
@@ -240,8 +243,7 @@ def chaos(cluster: DemoCluster, seconds: float, mode: str, seed: int, interval: 
             if load is not None:
                 load.__exit__()
         time.sleep(2)
-    present = {r[0] for r in sql(cluster.dsn("primary"), "SELECT id FROM ledger WHERE id >= 10000000", timeout=30)}
-    lost = [i for i in ledger.acked if i not in present]
+    lost = lost_writes(cluster, ledger, since=10_000_000)
     doc = summary(run, ledger, poll, lost, mode)
     doc["seed"] = seed
     doc["pgbench_rounds"] = load.rounds if load is not None else 0

@@ -279,3 +279,37 @@ class EventCollector:
         found = sorted(self.events[node].values(), key=lambda e: e.get("ts") or 0)
         return [e for e in found if (kind is None or e.get("kind") == kind)
                 and (action is None or e.get("action") == action)]
+
+
+def writable_poller(cluster: DemoCluster) -> WritablePoller:
+    """The two-primaries poller over every node of ``cluster``."""
+    return WritablePoller({n: cluster.node_dsn(n) for n in cluster.nodes})
+
+
+def lost_writes(cluster: DemoCluster, ledger: Ledger, since: int = 0) -> list[int]:
+    """Acknowledged ledger ids (>= ``since``) missing on the primary. The read retries for a while:
+    right after a fault HAProxy may still be cutting the sessions of the server it marked down."""
+    (rows,) = wait_until("the ledger read back through the primary",  # a 1-tuple: truthy even when empty
+                         lambda: (sql(cluster.dsn("primary"), "SELECT id FROM ledger WHERE id >= %s", (since,),
+                                      timeout=30),), 60)
+    present = {r[0] for r in rows}
+    return [i for i in ledger.acked if i >= since and i not in present]
+
+
+def program_pid(cluster: DemoCluster, node: str, program: str) -> int | None:
+    """The pid supervisord gives for ``program`` on ``node`` (None when it is not running)."""
+    out = cluster.supervisorctl(node, "pid", program).stdout.strip()
+    return int(out) if out.isdigit() and out != "0" else None
+
+
+def haproxy_chkdown(cluster: DemoCluster) -> dict[str, int]:
+    """How often HAProxy marked each server of the write backend down (its chkdown counter)."""
+    import csv
+    import io
+
+    from appliance.net.http import request
+
+    text = request(cluster.status()["proxy"]["stats_url"] + ";csv").body.decode()
+    rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
+    return {r["svname"]: int(r.get("chkdown") or 0) for r in rows if r["pxname"] == "primary"
+            and r["svname"] not in ("FRONTEND", "BACKEND")}

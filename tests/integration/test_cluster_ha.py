@@ -13,6 +13,7 @@ from tests.integration.ha_helpers import (
     api_get,
     fence_counts,
     healthy,
+    lost_writes,
     patch_config,
     published_lease_expiry,
     read_view,
@@ -133,8 +134,7 @@ def test_sync_strict_loses_no_acknowledged_commit_across_failover(cluster: DemoC
         wait_until("writes resuming on the new primary", lambda: ledger.acked_since(before) > 20, 90)
     new = read_view(cluster).leader_name
     assert new in sync_standby, f"{new} promoted but the sync key named {sync_standby}"
-    present = {r[0] for r in sql(cluster.dsn("primary"), "SELECT id FROM ledger")}
-    lost = [i for i in ledger.acked if i not in present]
+    lost = lost_writes(cluster, ledger)
     assert not lost, f"{len(lost)} acknowledged commits lost: {lost[:10]}"
     cluster.start(old)
     wait_until("the old primary back", lambda: healthy(cluster), 120)

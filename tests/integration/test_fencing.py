@@ -17,10 +17,13 @@ from tests.integration.ha_helpers import (
     Ledger,
     WritablePoller,
     healthy,
+    lost_writes,
     patch_config,
+    program_pid,
     read_view,
     sql,
     wait_until,
+    writable_poller,
 )
 from tests.support.cluster import demo_cluster
 
@@ -34,20 +37,10 @@ def cluster() -> Iterator[DemoCluster]:
         yield c
 
 
-def program_pid(cluster: DemoCluster, node: str, program: str) -> int:
-    res = cluster.supervisorctl(node, "pid", program)
-    pid = res.stdout.strip()
-    assert pid.isdigit() and pid != "0", f"no pid for {program} on {node}: {res.stdout}{res.stderr}"
-    return int(pid)
-
-
-def poller(cluster: DemoCluster) -> WritablePoller:
-    return WritablePoller({n: cluster.node_dsn(n) for n in cluster.nodes})
-
-
-def lost(cluster: DemoCluster, ledger: Ledger) -> list[int]:
-    present = {r[0] for r in sql(cluster.dsn("primary"), "SELECT id FROM ledger")}
-    return [i for i in ledger.acked if i not in present]
+def manager_pid(cluster: DemoCluster, node: str) -> int:
+    pid = program_pid(cluster, node, "manager")
+    assert pid is not None, f"no manager running on {node}"
+    return pid
 
 
 @dataclass
@@ -67,8 +60,8 @@ class Freeze:
 def freeze_manager(cluster: DemoCluster, seconds: float, start: int) -> Freeze:
     """SIGSTOP the primary's manager for ``seconds`` under a writer and the poller."""
     old = wait_until("a healthy cluster", lambda: healthy(cluster), 120)
-    pid = program_pid(cluster, old, "manager")
-    with poller(cluster) as poll, Ledger(cluster.dsn("primary"), start=start) as ledger:
+    pid = manager_pid(cluster, old)
+    with writable_poller(cluster) as poll, Ledger(cluster.dsn("primary"), start=start) as ledger:
         wait_until("acknowledged writes", lambda: len(ledger.acked) > 20, 30)
         os.kill(pid, signal.SIGSTOP)
         frozen_at = time.monotonic()
@@ -103,7 +96,7 @@ def test_frozen_manager_in_strict_sync_mode_loses_nothing(cluster: DemoCluster) 
                    and len(v.sync.sync_standby) == 1, 30)
         f = freeze_manager(cluster, 20, start=1_000_000)
         assert not f.poll.overlaps(), f"two read-write nodes at once: {f.poll.overlaps()[:5]}"
-        missing = lost(cluster, f.ledger)
+        missing = lost_writes(cluster, f.ledger)
         assert not missing, f"{len(missing)} acknowledged commits lost: {missing[:10]}"
     finally:
         patch_config(cluster, {"synchronous_mode": False, "synchronous_mode_strict": False})
@@ -111,14 +104,14 @@ def test_frozen_manager_in_strict_sync_mode_loses_nothing(cluster: DemoCluster) 
 
 def test_killed_manager_comes_back_without_a_failover(cluster: DemoCluster) -> None:
     old = wait_until("a healthy cluster", lambda: healthy(cluster), 120)
-    with poller(cluster) as poll, Ledger(cluster.dsn("primary"), start=2_000_000) as ledger:
+    with writable_poller(cluster) as poll, Ledger(cluster.dsn("primary"), start=2_000_000) as ledger:
         wait_until("acknowledged writes", lambda: len(ledger.acked) > 20, 30)
-        os.kill(program_pid(cluster, old, "manager"), signal.SIGKILL)
+        os.kill(manager_pid(cluster, old), signal.SIGKILL)
         before = len(ledger.acked)
         wait_until("writes again", lambda: ledger.acked_since(before) > 50, 60)
     assert not poll.overlaps(), f"two read-write nodes at once: {poll.overlaps()[:5]}"
     assert read_view(cluster).leader_name == old
-    assert not lost(cluster, ledger)
+    assert not lost_writes(cluster, ledger)
 
 
 def read_events(cluster: DemoCluster, node: str) -> list[dict[str, object]]:

@@ -5,8 +5,6 @@ leader change; slow clients never delay the health checks."""
 from __future__ import annotations
 
 import base64
-import csv
-import io
 import json
 import socket
 import ssl
@@ -22,7 +20,7 @@ import pytest
 
 from appliance.net.http import Client, request
 from appliance.runtime.demo import DemoCluster
-from tests.integration.ha_helpers import Ledger, healthy, read_view, sql, wait_until
+from tests.integration.ha_helpers import Ledger, haproxy_chkdown, healthy, read_view, sql, wait_until
 from tests.support.cluster import demo_cluster
 
 pytestmark = pytest.mark.integration
@@ -220,17 +218,10 @@ def test_wire_hygiene(cluster: DemoCluster) -> None:
 
 # --- 1. slow clients ----------------------------------------------------------------------------------------
 
-def _chkdown(cluster: DemoCluster) -> dict[str, int]:
-    text = request(cluster.status()["proxy"]["stats_url"] + ";csv").body.decode()
-    rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
-    return {r["svname"]: int(r.get("chkdown") or 0) for r in rows if r["pxname"] == "primary"
-            and r["svname"] not in ("FRONTEND", "BACKEND")}
-
-
 def test_slow_clients_never_delay_the_health_checks(cluster: DemoCluster) -> None:
     primary = wait_until("a healthy cluster", lambda: healthy(cluster), 60)
     host = cluster.layout.host(primary)
-    before = _chkdown(cluster)
+    before = haproxy_chkdown(cluster)
     stop = threading.Event()
     context = ssl.create_default_context(cafile=cluster.secrets.ca_file)
 
@@ -266,7 +257,7 @@ def test_slow_clients_never_delay_the_health_checks(cluster: DemoCluster) -> Non
     print(f"GET /primary under 64 slow clients: median {statistics.median(latencies) * 1000:.1f} ms, "
           f"p99 {p99 * 1000:.1f} ms")
     assert p99 < 0.5  # the benchmark reports the real figure; this only catches starvation
-    assert _chkdown(cluster) == before  # HAProxy never marked a primary down
+    assert haproxy_chkdown(cluster) == before  # HAProxy never marked a primary down
 
 
 # --- 8. a stale state never answers 200 -------------------------------------------------------------------

@@ -21,14 +21,17 @@ from appliance.runtime.demo import DemoCluster
 from tests.integration.ha_helpers import (
     EventCollector,
     Ledger,
-    WritablePoller,
     api_get,
     fence_counts,
+    haproxy_chkdown,
     healthy,
+    lost_writes,
     patch_config,
+    program_pid,
     read_view,
     sql,
     wait_until,
+    writable_poller,
 )
 from tests.support.cluster import demo_cluster
 
@@ -42,15 +45,6 @@ def cluster() -> Iterator[DemoCluster]:
     with demo_cluster(timeout=240) as c:
         sql(c.dsn("primary"), "CREATE TABLE ledger(id bigint PRIMARY KEY)")
         yield c
-
-
-def poller(cluster: DemoCluster) -> WritablePoller:
-    return WritablePoller({n: cluster.node_dsn(n) for n in cluster.nodes})
-
-
-def lost(cluster: DemoCluster, ledger: Ledger) -> list[int]:
-    present = {r[0] for r in sql(cluster.dsn("primary"), "SELECT id FROM ledger")}
-    return [i for i in ledger.acked if i not in present]
 
 
 def kill_postmaster(cluster: DemoCluster, node: str) -> int:
@@ -68,7 +62,7 @@ def api(cluster: DemoCluster, node: str, method: str, path: str, body: Any = Non
 
 def test_killed_postmaster_restarts_in_place_at_the_first_try(cluster: DemoCluster) -> None:
     old = wait_until("a healthy cluster", lambda: healthy(cluster), 120)
-    with poller(cluster) as poll, EventCollector(cluster) as events, \
+    with writable_poller(cluster) as poll, EventCollector(cluster) as events, \
             Ledger(cluster.dsn("primary"), start=1) as ledger:
         wait_until("acknowledged writes", lambda: len(ledger.acked) > 20, 30)
         killed_at = time.time()
@@ -81,38 +75,27 @@ def test_killed_postmaster_restarts_in_place_at_the_first_try(cluster: DemoClust
     assert starts and starts[0]["ok"], f"the first start after the kill failed: {starts}"
     assert not [e for e in events.of(old, "retry") if e["ts"] >= killed_at], "a start job failed"
     assert not poll.overlaps()
-    assert not lost(cluster, ledger)  # the postmaster's crash recovery keeps every committed write
-
-
-def _chkdown(cluster: DemoCluster) -> dict[str, int]:
-    """How often HAProxy marked each server of the write backend down (its chkdown counter)."""
-    import csv
-    import io
-
-    text = request(cluster.status()["proxy"]["stats_url"] + ";csv").body.decode()
-    rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
-    return {r["svname"]: int(r.get("chkdown") or 0) for r in rows if r["pxname"] == "primary"
-            and r["svname"] not in ("FRONTEND", "BACKEND")}
+    assert not lost_writes(cluster, ledger)  # the postmaster's crash recovery keeps every committed write
 
 
 def test_a_killed_api_on_the_primary_is_not_marked_down(cluster: DemoCluster) -> None:
     """supervisord holds the API's socket: health checks wait for the restarted API instead of
     being refused, so HAProxy keeps routing writes to the primary (it used to cut 7 writes)."""
     old = wait_until("a healthy cluster", lambda: healthy(cluster), 120)
-    before = _chkdown(cluster)
-    with poller(cluster) as poll, Ledger(cluster.dsn("primary"), start=400_000) as ledger:
+    before = haproxy_chkdown(cluster)
+    with writable_poller(cluster) as poll, Ledger(cluster.dsn("primary"), start=400_000) as ledger:
         wait_until("acknowledged writes", lambda: len(ledger.acked) > 20, 30)
         failed = ledger.failed
-        out = cluster.supervisorctl(old, "pid", "api").stdout.strip()
-        assert out.isdigit(), out
-        os.kill(int(out), signal.SIGKILL)
+        api_pid = program_pid(cluster, old, "api")
+        assert api_pid is not None
+        os.kill(api_pid, signal.SIGKILL)
         killed_at = time.monotonic()
         wait_until("the API answering again", lambda: api_get(cluster, old, "/patroni").get("role") == "primary", 30)
         back_after = time.monotonic() - killed_at
         time.sleep(3)
     print(f"API killed on the primary: answering again after {back_after:.1f}s; "
           f"longest write gap {ledger.longest_gap(killed_at):.2f}s")
-    assert _chkdown(cluster) == before, "HAProxy marked the primary down while its API restarted"
+    assert haproxy_chkdown(cluster) == before, "HAProxy marked the primary down while its API restarted"
     assert ledger.failed == failed, f"{ledger.failed - failed} writes failed"
     assert read_view(cluster).leader_name == old
     assert not poll.overlaps()
@@ -124,7 +107,7 @@ def test_a_primary_that_cannot_start_gives_the_lock_away_with_back_off(cluster: 
     patch_config(cluster, {"primary_start_timeout": START_TIMEOUT})
     pg_control = cluster.layout.data_dir(old) / "global" / "pg_control"
     fences = fence_counts(cluster)
-    with poller(cluster) as poll, EventCollector(cluster) as events, \
+    with writable_poller(cluster) as poll, EventCollector(cluster) as events, \
             Ledger(cluster.dsn("primary"), start=100_000) as ledger:
         wait_until("acknowledged writes", lambda: len(ledger.acked) > 20, 30)
         os.chmod(pg_control, 0)  # PostgreSQL runs as postgres: it cannot read it any more
@@ -173,7 +156,7 @@ def test_strict_sync_commits_flow_soon_after_the_sync_standby_changes(cluster: D
                        lambda: (v := read_view(cluster)).sync is not None and len(v.sync.sync_standby) == 1
                        and v.sync.sync_standby[0], 30)
     try:
-        with poller(cluster) as poll, Ledger(cluster.dsn("primary"), start=200_000) as ledger:
+        with writable_poller(cluster) as poll, Ledger(cluster.dsn("primary"), start=200_000) as ledger:
             wait_until("acknowledged writes", lambda: len(ledger.acked) > 20, 30)
             stopped_at = time.monotonic()
             cluster.supervisorctl(first, "stop", "manager")  # stops its PostgreSQL too
@@ -186,7 +169,7 @@ def test_strict_sync_commits_flow_soon_after_the_sync_standby_changes(cluster: D
         print(f"strict sync: longest write gap {gap:.2f}s after the sync standby stopped")
         assert gap < 6, f"commits waited {gap:.1f}s for the new synchronous standby (the 10-s stall)"
         assert read_view(cluster).leader_name == primary
-        assert not lost(cluster, ledger)
+        assert not lost_writes(cluster, ledger)
         assert not poll.overlaps()
     finally:
         cluster.supervisorctl(first, "start", "manager")
