@@ -5,7 +5,7 @@ from __future__ import annotations
 from appliance.core.model import ClusterView, Role
 from appliance.core.state import HaSettings, LocalState, PeerStatus
 from appliance.core.switchover import scheduled_epoch
-from appliance.core.timelines import forked_elsewhere
+from appliance.core.timelines import forked_elsewhere, replica_problem
 
 
 def ineligible_reason(view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
@@ -119,3 +119,12 @@ def diverged(view: ClusterView, local: LocalState) -> bool:
     if leader is not None and leader.timeline is not None:
         return local.timeline > leader.timeline
     return False
+
+
+def replication_problem(view: ClusterView | None, local: LocalState) -> str | None:
+    """Why this replica of another leader must not serve reads (diverged, or stuck), else None."""
+    if local.role is not Role.REPLICA or view is None or view.leader_name in (None, local.name):
+        return None
+    leader = view.member(view.leader_name)
+    forked = leader is not None and leader.state == "running" and diverged(view, local)
+    return replica_problem(forked, local.not_streaming_since, local.now)
