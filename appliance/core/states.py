@@ -156,5 +156,14 @@ def _ident(state: NodeState) -> str:
     return state.name.lower()
 
 
+def markdown() -> str:
+    """The table and its diagram as docs/architecture.md shows them (a test keeps the two equal)."""
+    rows = ["| from | decisive action | to | when |", "|---|---|---|---|"]
+    for row in TABLE:
+        source = "any" if row.source is None else row.source.value
+        rows.append(f"| {source} | {row.action.__name__} | {row.target.value} | {row.why} |")
+    return "\n".join([*rows, "", "```mermaid", mermaid(), "```"])
+
+
 if __name__ == "__main__":
-    print(mermaid())
+    print(markdown())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -66,6 +67,7 @@ class Manager:
         self.ha: HaSettings = ha_settings(self.effective.dynamic, self.effective.local)
         self._config_error: str | None = None
         self._rejected: dict[str, Any] | None = None
+        self._applied: tuple[LocalLayers, dict[str, Any]] | None = None  # the last document resolved
         # Parameters and pg_hba of a DCS document, checked by this PostgreSQL before they are applied.
         self.check_dynamic: DynamicCheck = check_dynamic
         self.fencing = LeaseKeeper(self.effective.local.appliance.run_dir, clock, self.events, boot=boot)
@@ -136,6 +138,8 @@ class Manager:
     def _apply_dynamic(self, config: dict[str, Any]) -> None:
         if self._config_error is not None and config == self._rejected:
             return  # the same document again: still rejected, already reported
+        if self._applied is not None and self._applied[0] is self.layers and self._applied[1] == config:
+            return  # the same document on the same local layers: nothing to resolve again (~2 ms a tick)
         try:
             effective = resolve(self.layers, config)
             if effective != self.effective:
@@ -149,6 +153,7 @@ class Manager:
             self._config_error, self._rejected = str(exc), dict(config)
             return
         self._config_error = self._rejected = None
+        self._applied = (self.layers, copy.deepcopy(config))
         if effective == self.effective:
             return
         self.effective = effective

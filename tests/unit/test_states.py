@@ -127,3 +127,27 @@ def test_mermaid_diagram_names_every_row() -> None:
     assert text.startswith("stateDiagram-v2")
     assert "replica --> primary: Promote" in text
     assert "any_state --> fatal: Fatal" in text
+
+
+def test_architecture_doc_shows_the_current_table() -> None:
+    from pathlib import Path
+
+    from appliance.core.states import markdown
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
+    shown = text.split("<!-- states:begin -->\n", 1)[1].split("\n<!-- states:end -->", 1)[0]
+    assert shown == markdown(), "docs/architecture.md is stale: paste `python -m appliance.core.states` into it"
+
+
+def test_the_closed_action_union_names_every_action_class() -> None:
+    from typing import get_args
+
+    def subclasses(cls: type) -> set[type]:
+        found = set(cls.__subclasses__())
+        for sub in list(found):
+            found |= subclasses(sub)
+        return found
+
+    assert set(a.CONCRETE) == subclasses(a.Action) == set(get_args(a.AnyAction))
+    with pytest.raises(TypeError):
+        a.closed(a.Action("a bare action is not executable"))
