@@ -33,7 +33,8 @@ def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> st
     if local.fence_problem:
         return f"cannot be fenced: {local.fence_problem}"
     fo = view.failover
-    if fo is not None and fo.leader == local.name and _failover_due(view, local):
+    if fo is not None and fo.leader == local.name and _failover_due(view, local) and _another_can_take_over(
+            view, local, cfg):
         return "a switchover away from this node is in progress"
     if local.wal_position is None:
         return "WAL position unknown"
@@ -51,6 +52,26 @@ def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> st
         if cluster_tl is not None and local.timeline < cluster_tl:
             return f"timeline {local.timeline} is behind the cluster's {cluster_tl}"
     return None
+
+
+def _another_can_take_over(view: ClusterView, local: LocalState, cfg: HaSettings) -> bool:
+    """The former leader of a switchover stands back only while another member could be promoted
+    (Patroni's rule; else nobody would ever take over). The named candidate does not count: this is
+    asked when it is not alive (an alive one is waited for). In synchronous mode only a synchronous
+    standby counts, not the sync key's (stale) leader."""
+    fo = view.failover
+    sync = view.sync if cfg.synchronous_mode and view.sync is not None and view.sync.leader else None
+    for peer in local.peers:
+        if peer.name in (local.name, fo.member if fo else None) or not (peer.reachable and peer.running):
+            continue
+        if peer.nofailover or peer.failover_priority <= 0 or peer.wal_position is None:
+            continue
+        if sync is not None and peer.name not in sync.sync_standby:
+            continue
+        if wal_lag(view.status.optime, peer.wal_position) > cfg.maximum_lag_on_failover:
+            continue
+        return True
+    return False
 
 
 def _failover_due(view: ClusterView, local: LocalState) -> bool:
@@ -93,6 +114,9 @@ def _peer_beats_us(peer: PeerStatus, view: ClusterView, local: LocalState, cfg: 
         return None
     if peer.running and peer.role in (Role.PRIMARY.value, "master"):
         return f"{peer.name} is still running as primary"
+    fo = view.failover
+    if fo is not None and fo.leader == peer.name and _failover_due(view, local):
+        return None  # the switchover is away from it: it takes over only when nobody else can
     if peer.nofailover or peer.failover_priority <= 0:
         return None
     if cfg.synchronous_mode and view.sync is not None and view.sync.leader and not view.sync.matches(peer.name):

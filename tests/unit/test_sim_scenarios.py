@@ -190,3 +190,23 @@ def test_the_simulation_sees_two_writable_primaries_without_the_fencer(sim: Simu
     sim.freeze_manager(_primary(sim), 20)
     sim.run(10)
     assert any("two writable primaries" in v for v in sim.verdicts.violations)
+
+
+def test_a_switchover_right_after_a_failover_never_leaves_the_cluster_without_a_leader(tmp_path: Path) -> None:
+    """Found by the random schedules: in synchronous mode a switchover (no candidate) reached the new
+    leader before it had rewritten the sync key; it demoted, nobody else could be promoted (the old
+    leader crashed, the third node outside the sync key), and the former leader stood back forever.
+    Patroni's rule: the former leader takes over again when no other member can."""
+    sim = Simulation(tmp_path, dynamic={"synchronous_mode": True})
+    sim.run(27)
+    old = _primary(sim)
+    sim.crash(old)
+    while sim.leader() in (None, old):
+        sim.step()
+    new = _primary(sim)
+    sim.switchover(new, None)
+    sim.run(0.2)
+    sim.heal()
+    sim.run(40)
+    assert sim.verdicts.violations == []
+    assert sim.healthy() is None
