@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from appliance.core import actions as a
 from appliance.core import retry
-from appliance.core.election import diverged, ineligible_reason
+from appliance.core.election import diverged, ineligible_reason, switchover_due
 from appliance.core.model import ClusterView, Member, Role
 from appliance.core.state import DataDir, HaSettings, LocalState
 from appliance.core.switchover import switchover_actions
@@ -203,9 +203,17 @@ def _leader_race(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[
             return [a.Demote(f"no leader key and not eligible to keep it: {why_not}",
                              mode=a.DemoteMode.IMMEDIATE, release=False)]
         return [a.Wait(f"leader race: not eligible ({why_not})")]
+    acts: list[a.Action] = [a.AcquireLeader("running primary re-takes the free leader key" if local.role is
+                                            Role.PRIMARY else "leader key is free and this node is the healthiest")]
+    fo = view.failover
+    if fo is not None and fo.leader == local.name and switchover_due(view, local):
+        # We won although the switchover was away from us: nobody else could take over. Cancel it,
+        # or as leader we would carry it out again, and again.
+        acts.append(a.ClearFailover("the switchover found no member to take over: cancelled",
+                                    revision=fo.mod_revision or None))
     if local.role is Role.PRIMARY:
-        return [a.AcquireLeader("running primary re-takes the free leader key")]
-    return [a.AcquireLeader("leader key is free and this node is the healthiest"),
+        return acts
+    return [*acts,
             a.Promote("won the leader race", strict_sync=cfg.synchronous_mode and cfg.synchronous_mode_strict,
                       history=view.history, keep_history=cfg.max_timelines_history,
                       timeout=_promote_timeout(cfg))]

@@ -33,7 +33,7 @@ def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> st
     if local.fence_problem:
         return f"cannot be fenced: {local.fence_problem}"
     fo = view.failover
-    if fo is not None and fo.leader == local.name and _failover_due(view, local) and _another_can_take_over(
+    if fo is not None and fo.leader == local.name and switchover_due(view, local) and _another_can_take_over(
             view, local, cfg):
         return "a switchover away from this node is in progress"
     if local.wal_position is None:
@@ -74,7 +74,7 @@ def _another_can_take_over(view: ClusterView, local: LocalState, cfg: HaSettings
     return False
 
 
-def _failover_due(view: ClusterView, local: LocalState) -> bool:
+def switchover_due(view: ClusterView, local: LocalState) -> bool:
     """A failover key is in force: unscheduled, or scheduled for a time that has come."""
     fo = view.failover
     if fo is None or fo.empty:
@@ -100,7 +100,7 @@ def wal_lag(optime: int | None, position: int) -> int:
 
 
 def _requested_candidate(view: ClusterView, local: LocalState) -> str | None:
-    if not _failover_due(view, local):
+    if not switchover_due(view, local):
         return None
     return view.failover.member if view.failover else None
 
@@ -115,7 +115,7 @@ def _peer_beats_us(peer: PeerStatus, view: ClusterView, local: LocalState, cfg: 
     if peer.running and peer.role in (Role.PRIMARY.value, "master"):
         return f"{peer.name} is still running as primary"
     fo = view.failover
-    if fo is not None and fo.leader == peer.name and _failover_due(view, local):
+    if fo is not None and fo.leader == peer.name and switchover_due(view, local):
         return None  # the switchover is away from it: it takes over only when nobody else can
     if peer.nofailover or peer.failover_priority <= 0:
         return None

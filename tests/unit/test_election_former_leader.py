@@ -44,3 +44,14 @@ def test_the_former_leader_takes_over_only_when_nobody_else_can(peers: tuple[Pee
 def test_the_others_do_not_defer_to_the_former_leaders_wal() -> None:
     local = _local("node1", 100, _peer("node2", 200), _peer("node3", 100))
     assert ineligible_reason(_view(), local, HaSettings()) is None
+
+
+def test_the_former_leader_that_takes_over_cancels_the_switchover() -> None:
+    """Else, as leader again, it would carry the same switchover out again: a demote/promote loop
+    (the random simulation found one, 22 timelines in a minute)."""
+    from appliance.core import actions as a
+    from appliance.core.decide import decide
+
+    local = _local("node2", 200, _peer("node1", 100, running=False))
+    acts = decide(_view(), local, HaSettings())
+    assert [type(act) for act in acts] == [a.AcquireLeader, a.ClearFailover, a.Promote]

@@ -48,15 +48,19 @@ class FaultSchedule(RuleBasedStateMachine):
     def _converges(self) -> None:
         sim = self.sim
         sim.heal()
+        healed = len(sim.verdicts.promotions)
         why: str | None = "not checked"
         waited = 0.0
         while waited < HEAL_SECONDS and why is not None:
             sim.run(5)
             waited += 5
             why = sim.healthy()
-        sim.run(5)  # and it stays so
+        settled = len(sim.verdicts.promotions)
+        sim.run(10)  # and it stays so
         why = why or sim.healthy()
         assert sim.verdicts.violations == []
+        assert len(sim.verdicts.promotions) == settled, f"promotions go on: {sim.verdicts.promotions[settled:]}"
+        assert settled - healed <= 2, f"{settled - healed} promotions to heal: {sim.verdicts.promotions[healed:]}"
         assert why is None, f"not converged {HEAL_SECONDS:.0f}s after the faults healed: {why}"
         if self.mode == "strict":
             lost = sim.lost_acknowledged()

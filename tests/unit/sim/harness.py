@@ -99,6 +99,7 @@ class Simulation:
                           peers=lambda members, asker=node.name: self._peers(asker, members),
                           events=EventLog(), jobs=jobs, boot=self.clock)
         manager.check_dynamic = lambda config, local, where: []
+        manager.config_path = node.config_path
         node.manager, node.jobs = manager, jobs
 
     def _peers(self, asker: str, members: list[Member]) -> tuple[PeerStatus, ...]:
