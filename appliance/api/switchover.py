@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from appliance.config.schema import DynamicConfig
+from appliance.core.flags import synchronous_mode, tag_set
 from appliance.core.model import ClusterView, Member
 from appliance.dcs.base import DCSError
 
@@ -64,15 +65,6 @@ def human_bytes(n: int) -> str:
     return f"{n} bytes"  # pragma: no cover
 
 
-def synchronous(config: dict[str, Any]) -> tuple[bool, bool]:
-    """(synchronous mode on, quorum mode) from the dynamic config."""
-    mode = config.get("synchronous_mode")
-    if isinstance(mode, str):
-        lowered = mode.strip().lower()
-        return lowered in {"on", "true", "yes", "1", "quorum"}, lowered == "quorum"
-    return bool(mode), False
-
-
 def _int(value: Any, default: int) -> int:
     try:
         return int(value)
@@ -95,7 +87,7 @@ class CandidateCheck:
         self.view = view
         self.probe = probe
         self.max_lag = _int(config.get("maximum_lag_on_failover"), DEFAULT_MAX_LAG)
-        self.sync_mode, self.quorum = synchronous(config)
+        self.sync_mode, self.quorum = synchronous_mode(config.get("synchronous_mode"))
         self.leader_lsn = _leader_lsn(view)
 
     def _lag_problem(self, position: Any) -> str | None:
@@ -141,7 +133,7 @@ class CandidateCheck:
             return f"its /patroni says state {doc.get('state')!r}, not running"
         if doc.get("watchdog_failed"):
             return "not watchdog capable"
-        if str((doc.get("tags") or {}).get("nofailover", "")).lower() in {"true", "1", "yes", "on"}:
+        if tag_set(doc.get("tags"), "nofailover"):
             return "tagged nofailover"
         xlog = doc.get("xlog") or {}
         positions = [v for v in (xlog.get("received_location"), xlog.get("replayed_location"), xlog.get("location"),

@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 
 import yaml
 
+from appliance.core.flags import synchronous_mode
 from appliance.core.model import ClusterView, Member
 
 FORMATS = ("pretty", "tsv", "json", "yaml")
@@ -46,8 +47,7 @@ def host_port(conn_url: str) -> tuple[str, int | None]:
 
 
 def is_synchronous(view: ClusterView) -> bool:
-    config = view.config or {}
-    return bool(config.get("synchronous_mode"))
+    return synchronous_mode((view.config or {}).get("synchronous_mode"))[0]
 
 
 def member_role(view: ClusterView, member: Member) -> str:
