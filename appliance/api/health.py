@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.core.election import wal_lag
 from appliance.core.flags import tag_set
+from appliance.core.wal import wal_lag
 from appliance.manager.channel import staleness
 
 _UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}

@@ -14,13 +14,13 @@ from typing import Any
 from appliance.config.schema import DynamicConfig
 from appliance.core.flags import synchronous_mode, tag_set
 from appliance.core.model import ClusterView, Member
+from appliance.core.wal import wal_lag
 from appliance.dcs.base import DCSError
 
 Probe = Callable[[Member], dict[str, Any]]
 DEFAULT_MAX_LAG = DynamicConfig.model_fields["maximum_lag_on_failover"].default
 DEFAULT_LOOP_WAIT = DynamicConfig.model_fields["loop_wait"].default
 POLL_INTERVAL = 0.25
-WAL_SEGMENT = 16 * 1024 * 1024  # initdb's default --wal-segsize
 
 
 @dataclass(frozen=True)
@@ -93,12 +93,9 @@ class CandidateCheck:
     def _lag_problem(self, position: Any) -> str | None:
         if not isinstance(position, int) or self.leader_lsn is None:
             return None
-        if self.leader_lsn % WAL_SEGMENT == 0 and self.leader_lsn - WAL_SEGMENT <= position < self.leader_lsn:
-            # The leader's last record is a segment switch (pg_basebackup and pg_switch_wal end with one):
-            # the rest of that segment is padding no replica receives, so an idle cluster would look up
-            # to 16 MB behind (spilo#1152). The true lag is unknown here; the election checks it again.
-            return None
-        lag = self.leader_lsn - position
+        # After a segment switch the rest of the leader's segment is padding no replica receives, so an
+        # idle cluster would look up to 16 MB behind (spilo#1152): wal_lag counts that as 0.
+        lag = wal_lag(self.leader_lsn, position)
         if lag > self.max_lag:
             return f"lag {human_bytes(lag)} exceeds maximum_lag_on_failover ({human_bytes(self.max_lag)})"
         return None

@@ -6,6 +6,7 @@ from appliance.core.model import ClusterView, Role
 from appliance.core.state import HaSettings, LocalState, PeerStatus
 from appliance.core.switchover import scheduled_epoch
 from appliance.core.timelines import forked_elsewhere
+from appliance.core.wal import wal_lag
 
 
 def ineligible_reason(view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
@@ -62,20 +63,6 @@ def _failover_due(view: ClusterView, local: LocalState) -> bool:
         return True
     when = scheduled_epoch(fo.scheduled_at)
     return when is not None and when <= local.wall_time
-
-
-WAL_SEGMENT = 16 * 1024 * 1024
-
-
-def wal_lag(optime: int | None, position: int) -> int:
-    """Bytes ``position`` is behind ``optime``. An idle primary that just switched segments (every
-    pg_basebackup ends with a switch) reports the next segment's start while its replicas sit on the
-    switch record at the end of the previous one: that gap is padding, not missing WAL."""
-    if optime is None or optime <= position:
-        return 0
-    if optime % WAL_SEGMENT == 0 and optime - WAL_SEGMENT <= position:
-        return 0
-    return optime - position
 
 
 def _requested_candidate(view: ClusterView, local: LocalState) -> str | None:

@@ -1,5 +1,6 @@
 """PostgreSQL control: initdb, basebackup, start/stop, promote, demote, rewind, status, conf files."""
 
+from appliance.core.wal import format_lsn, parse_lsn
 from appliance.postgres.config import (
     STRICT_SYNC_PLACEHOLDER,
     ConnInfo,
@@ -13,7 +14,7 @@ from appliance.postgres.config import (
     strict_sync_names,
 )
 from appliance.postgres.control import PostgresControl, SlotChanges
-from appliance.postgres.controldata import ControlData, DataDirState, format_lsn, parse_lsn
+from appliance.postgres.controldata import ControlData, DataDirState
 from appliance.postgres.errors import DataDirNotEmpty, PgError
 from appliance.postgres.status import PendingRestart, PgStatus, ReplicaConnection, WalReceiver
 

@@ -8,10 +8,10 @@ from typing import Any
 import grpc
 from pyetcd import etcdrpc
 
-from appliance.cli.ctl.formatting import parse_lsn
 from appliance.cli.ctl.rest import api_base, get_json
 from appliance.cli.ctl.target import CtlError, Target, take_cluster_name
 from appliance.core.model import ClusterView, HistoryEntry, Leader, Member, SyncState
+from appliance.core.wal import lsn_or_none
 from appliance.dcs.base import DCSError
 from appliance.dcs.etcd import EtcdDCS
 from appliance.dcs.formats import cluster_prefix
@@ -129,8 +129,8 @@ def view_from_rest(target: Target, url: str) -> ClusterView:
             name=name, conn_url=f"postgres://{item.get('host')}:{item.get('port') or 5432}/postgres",
             api_url=str(item.get("api_url") or ""), state=str(item.get("state") or "unknown"),
             role="primary" if role == "leader" else "replica", timeline=item.get("timeline"),
-            xlog_location=parse_lsn(item.get("lsn")), receive_lsn=parse_lsn(item.get("receive_lsn")),
-            replay_lsn=parse_lsn(item.get("replay_lsn")), tags=dict(item.get("tags") or {}),
+            xlog_location=lsn_or_none(item.get("lsn")), receive_lsn=lsn_or_none(item.get("receive_lsn")),
+            replay_lsn=lsn_or_none(item.get("replay_lsn")), tags=dict(item.get("tags") or {}),
             pending_restart=bool(item.get("pending_restart")),
         ))
     config = _optional_json(target, f"{base}/config")

@@ -11,30 +11,13 @@ import yaml
 
 from appliance.core.flags import synchronous_mode
 from appliance.core.model import ClusterView, Member
+from appliance.core.wal import format_lsn
 
 FORMATS = ("pretty", "tsv", "json", "yaml")
 BASE_COLUMNS = ("Member", "Host", "Role", "State", "TL", "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag")
 EXTENDED_COLUMNS = ("Pending restart", "Pending restart reason", "Scheduled restart", "Tags")
 RIGHT = frozenset({"TL", "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag", "Lag", "LSN"})
 MIB = 1024 * 1024
-
-
-def format_lsn(lsn: int) -> str:
-    """PostgreSQL's text form of an LSN: 0/3000060."""
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
-
-
-def parse_lsn(value: Any) -> int | None:
-    """An int, or the text form 0/3000060, as an int; None otherwise."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and "/" in value:
-        high, _, low = value.partition("/")
-        try:
-            return (int(high, 16) << 32) + int(low, 16)
-        except ValueError:
-            return None
-    return None
 
 
 def host_port(conn_url: str) -> tuple[str, int | None]:
