@@ -20,7 +20,8 @@ from appliance.core.model import HistoryEntry, Member
 from appliance.core.state import DataDir, StandbyConn
 from appliance.core.wal import parse_lsn
 from appliance.manager.jobs import RetryLater
-from appliance.postgres.config import ConnInfo, parse_conn_url
+from appliance.net.address import parse_conn_url
+from appliance.postgres.config import ConnInfo
 from appliance.postgres.control import PostgresControl
 from appliance.postgres.controldata import DataDirState
 from appliance.postgres.errors import PgError

@@ -23,7 +23,7 @@ from appliance.config.schema import LocalConfig, split_listen
 from appliance.config.tree import Tree, merge, set_path
 from appliance.config.yamlfile import expand_paths, read_files
 from appliance.core.flags import parse_bool
-from appliance.postgres.config import split_host_port
+from appliance.net.address import split_host_port
 from appliance.proxy.haproxy import ProxyNode
 from appliance.runtime.container_identity import derive_secret
 

@@ -5,28 +5,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import urlparse
 
 import yaml
 
 from appliance.core.flags import synchronous_mode
 from appliance.core.model import ClusterView, Member
 from appliance.core.wal import format_lsn
+from appliance.net.address import conn_url_address
 
 FORMATS = ("pretty", "tsv", "json", "yaml")
 BASE_COLUMNS = ("Member", "Host", "Role", "State", "TL", "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag")
 EXTENDED_COLUMNS = ("Pending restart", "Pending restart reason", "Scheduled restart", "Tags")
 RIGHT = frozenset({"TL", "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag", "Lag", "LSN"})
 MIB = 1024 * 1024
-
-
-def host_port(conn_url: str) -> tuple[str, int | None]:
-    parsed = urlparse(conn_url if "://" in conn_url else f"postgres://{conn_url}")
-    try:
-        port = parsed.port
-    except ValueError:
-        port = None
-    return parsed.hostname or "", port
 
 
 def is_synchronous(view: ClusterView) -> bool:
@@ -87,7 +78,7 @@ def member_rows(view: ClusterView, extended: bool = False) -> tuple[list[str], l
         "Tags": extended or any(m.tags for m in members),
     }
     columns += [c for c in EXTENDED_COLUMNS if wanted[c]]
-    addresses = [host_port(m.conn_url) for m in members]
+    addresses = [conn_url_address(m.conn_url) for m in members]
     show_port = any(p not in (None, 5432) for _, p in addresses) or len({h for h, _ in addresses}) < len(addresses)
     top = cluster_lsn(view)
     rows = []
@@ -95,7 +86,7 @@ def member_rows(view: ClusterView, extended: bool = False) -> tuple[list[str], l
         leader = member.name == view.leader_name
         cells: dict[str, Any] = {
             "Member": member.name,
-            "Host": f"{host}:{port}" if show_port and host and port else host,
+            "Host": f"{host}:{port}" if show_port and host and port else (host or ""),
             "Role": member_role(view, member),
             "State": member.state if leader else (member.replication_state or member.state),
             "TL": member.timeline if member.timeline is not None else "",
