@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from appliance.config.schema import DynamicConfig
+from appliance.core.candidates import candidate_problem
 from appliance.core.flags import synchronous_mode, tag_set
 from appliance.core.model import ClusterView, Member
 from appliance.core.wal import wal_lag
@@ -101,18 +102,9 @@ class CandidateCheck:
         return None
 
     def from_dcs(self, m: Member) -> str | None:
-        if m.name == self.view.leader_name:
-            return "is the current leader"
-        if m.state != "running":
-            return f"state is {m.state!r}, not running"
-        if m.nofailover:
-            return "tagged nofailover"
-        if m.failover_priority <= 0:
-            return f"failover_priority is {m.failover_priority}"
-        sync = self.view.sync
-        if self.sync_mode and not self.quorum and sync is not None and sync.leader and not sync.matches(m.name):
-            listed = ",".join(sync.sync_standby) or "none"
-            return f"not a synchronous standby (sync key: {listed})"
+        problem = candidate_problem(self.view, m, sync_only=self.sync_mode and not self.quorum)
+        if problem:
+            return problem
         # With a probe, lag is judged from the candidate's live answer: a members/<name> key may be a
         # loop older than the leader's (a WAL segment switch alone moves the leader's LSN by up to 16 MB).
         return self._lag_problem(m.xlog_location) if self.probe is None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from appliance.core.candidates import sync_problem, tag_problem
 from appliance.core.model import ClusterView, Role
 from appliance.core.state import HaSettings, LocalState, PeerStatus
 from appliance.core.switchover import scheduled_epoch
@@ -27,10 +28,9 @@ def ineligible_reason(view: ClusterView, local: LocalState, cfg: HaSettings) -> 
 
 
 def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
-    if cfg.nofailover:
-        return "tagged nofailover"
-    if cfg.failover_priority <= 0:
-        return f"failover_priority is {cfg.failover_priority}"
+    tags = tag_problem(cfg.nofailover, cfg.failover_priority)
+    if tags:
+        return tags
     if local.fence_problem:
         return f"cannot be fenced: {local.fence_problem}"
     fo = view.failover
@@ -40,9 +40,9 @@ def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> st
         return "WAL position unknown"
     if cfg.failsafe_mode and view.failsafe and local.name not in view.failsafe:
         return "not listed in /failsafe"
-    if cfg.synchronous_mode and view.sync is not None and view.sync.leader and not view.sync.matches(local.name):
-        listed = ",".join(view.sync.sync_standby) or "none"
-        return f"synchronous_mode: not named in the sync key (sync standbys: {listed})"
+    unsynced = sync_problem(view, local.name, cfg.synchronous_mode)
+    if unsynced:
+        return f"synchronous_mode: {unsynced}"
     optime = view.status.optime
     lag = wal_lag(optime, local.wal_position)
     if lag > cfg.maximum_lag_on_failover:
@@ -80,9 +80,7 @@ def _peer_beats_us(peer: PeerStatus, view: ClusterView, local: LocalState, cfg: 
         return None
     if peer.running and peer.role in (Role.PRIMARY.value, "master"):
         return f"{peer.name} is still running as primary"
-    if peer.nofailover or peer.failover_priority <= 0:
-        return None
-    if cfg.synchronous_mode and view.sync is not None and view.sync.leader and not view.sync.matches(peer.name):
+    if tag_problem(peer.nofailover, peer.failover_priority) or sync_problem(view, peer.name, cfg.synchronous_mode):
         return None
     if peer.wal_position is None or local.wal_position is None:
         return None
