@@ -9,8 +9,8 @@ from flask import Flask, Response, jsonify
 from appliance.api.body import json_body
 from appliance.api.context import ApiContext, Unavailable
 from appliance.api.control import answered
+from appliance.config import validate_dynamic
 from appliance.config.errors import ConfigError
-from appliance.config.layering import validate_dynamic
 from appliance.config.tree import merge_patch
 
 PUT_ATTEMPTS = 3

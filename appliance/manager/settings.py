@@ -6,8 +6,8 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
+from appliance.config import Effective, LocalLayers, build_local, load_local
 from appliance.config.errors import ConfigError
-from appliance.config.layering import Effective, LocalLayers, build_local, load_local
 from appliance.config.schema import DynamicConfig, LocalConfig
 from appliance.config.security import security_problems, security_warnings
 from appliance.core.flags import failover_priority, tag_set

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from appliance.config import bootstrap_dynamic, build_local, load_local
 from appliance.config.errors import ConfigError
-from appliance.config.layering import bootstrap_dynamic, build_local, load_local
 from appliance.config.schema import LocalConfig
 from appliance.config.security import security_problems, security_warnings
 from appliance.config.tree import merge
