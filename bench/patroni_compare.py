@@ -28,9 +28,9 @@ from typing import IO, Any, NamedTuple
 
 import yaml
 
+from appliance.demo import procs
+from appliance.demo.cluster import DemoCluster, node_environment
 from appliance.net.http import request
-from appliance.runtime import procs
-from appliance.runtime.demo import DemoCluster, node_environment
 from bench.common import fresh_cluster
 from tests.integration.ha_helpers import healthy, wait_until
 from tests.support.etcd import EtcdCluster, free_port

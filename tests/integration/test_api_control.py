@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from appliance.demo.cluster import DemoCluster
 from appliance.net.http import Client, request
-from appliance.runtime.demo import DemoCluster
 from appliance.tls import identity
 from tests.integration.ha_helpers import api_get, healthy, read_view, sql, wait_until
 from tests.support.cluster import demo_cluster, free_port

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from appliance.demo import procs
+from appliance.demo.cluster import DemoCluster
+from appliance.demo.layout import PROXY
 from appliance.net.http import request
-from appliance.runtime import procs
-from appliance.runtime.demo import DemoCluster
-from appliance.runtime.demo_layout import PROXY
 from appliance.runtime.supervisor import FATAL_MARKER, LogTarget, Program, SupervisorSpec, render_supervisord_conf
 from tests.support.cluster import demo_cluster, demo_cluster_fixture
 
