@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from appliance.core.candidates import sync_problem, tag_problem
+from appliance.core.failover_key import scheduled_epoch
 from appliance.core.model import ClusterView, Role
 from appliance.core.state import HaSettings, LocalState, PeerStatus
-from appliance.core.switchover import scheduled_epoch
 from appliance.core.timelines import forked_elsewhere
 from appliance.core.wal import wal_lag
 

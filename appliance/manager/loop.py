@@ -17,10 +17,10 @@ from appliance.core import actions as a
 from appliance.core import retry
 from appliance.core.decide import decide
 from appliance.core.election import diverged
+from appliance.core.failover_key import scheduled_epoch
 from appliance.core.intents import plan_intent
 from appliance.core.model import ClusterView, Member, Role
 from appliance.core.state import HaSettings, JobResult, LocalState, PeerStatus
-from appliance.core.switchover import scheduled_epoch
 from appliance.core.timelines import replica_problem
 from appliance.core.timing import safe_loop_wait
 from appliance.dcs.base import DCS, DCSError

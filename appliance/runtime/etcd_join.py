@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 from appliance.config.schema import LocalConfig
 from appliance.dcs.base import DCSError
 from appliance.dcs.etcd_transport import EtcdMember, EtcdTls, EtcdTransport
-from appliance.runtime.etcd import ClusterState
+from appliance.runtime.etcd_server import ClusterState
 
 T = TypeVar("T")
 

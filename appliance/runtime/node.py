@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from appliance.config.schema import LocalConfig
 from appliance.net.address import host_and_port
 from appliance.proxy.haproxy import haproxy_command
-from appliance.runtime.etcd import ClusterState, etcd_command
+from appliance.runtime.etcd_server import ClusterState, etcd_command
 from appliance.runtime.supervisor import (
     PRIORITIES,
     LogTarget,

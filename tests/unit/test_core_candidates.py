@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
-from appliance.api.switchover import CandidateCheck
+from appliance.api.switchover_checks import CandidateCheck
 from appliance.core import actions as a
 from appliance.core.candidates import candidate_problem
 from appliance.core.election import ineligible_reason
+from appliance.core.failover_key import switchover_actions
 from appliance.core.model import ClusterStatus, ClusterView, Failover, Leader, Member, SyncState
 from appliance.core.state import DataDir, HaSettings, LocalState, PeerStatus
-from appliance.core.switchover import switchover_actions
 
 # (candidate n2's member fields, sync key standbys or None, synchronous_mode, expected reason)
 CASES: list[tuple[dict[str, Any], tuple[str, ...] | None, bool, str | None]] = [

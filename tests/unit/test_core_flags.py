@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from appliance.api.health import _replica
-from appliance.api.switchover import CandidateCheck
+from appliance.api.switchover_checks import CandidateCheck
 from appliance.cli.ctl.formatting import is_synchronous
 from appliance.config.dynamic import check_dynamic, origin_of
 from appliance.config.schema import DynamicConfig, LocalConfig

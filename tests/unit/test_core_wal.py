@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from appliance.api.health import lag_bytes
-from appliance.api.switchover import CandidateCheck
+from appliance.api.switchover_checks import CandidateCheck
 from appliance.core.model import ClusterStatus, ClusterView, Leader, Member
 from appliance.core.wal import WAL_SEGMENT, format_lsn, lsn_or_none, parse_lsn, wal_lag
 
