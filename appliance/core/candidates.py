@@ -1,5 +1,4 @@
-"""Who may be promoted: the one rule for a member's own eligibility, asked by the election, the leader's
-switchover handling and the REST API's switchover/failover checks (whose 412 lists these reasons)."""
+"""Who may be promoted: the one candidate rule of the election, the leader's switchover and the REST API."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Patroni's loose booleans, read one way everywhere: tags (nofailover, nosync, ...), failover_priority,
-synchronous_mode, and "on"/"yes"/"1" strings in a DCS document written by another tool."""
+"""Patroni's loose booleans read one way: boolean tags, failover_priority, synchronous_mode, "on"/"1" strings."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""gRPC access to every etcd member: per-request timeouts, failover between endpoints, auth, DCSError;
-and the few cluster calls beside the keys (member list/add/remove, leader, a member that answers)."""
+"""gRPC access to every etcd member (timeouts, failover, auth, DCSError) and its few membership calls."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Addresses read one way: ``host:port`` / ``[v6]:port`` listen and connect addresses, and a member's
-``conn_url`` (postgres://host:port/postgres) both ways."""
+"""Addresses read one way: host:port and [v6]:port, and a member's conn_url (postgres://host:port/postgres)."""
 
 from __future__ import annotations
 
