@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeAlias, cast, get_args
 
 from appliance.core.model import HistoryEntry, Member, Role
 
@@ -189,3 +190,23 @@ class ReloadConfig(Action):
 # Actions that start a long job or change which node may write: held back while stopping or backing off.
 JOB_ACTIONS: tuple[type[Action], ...] = (Bootstrap, Clone, Rewind, Reinitialize, StartPostgres, RestartPostgres)
 TAKEOVER_ACTIONS: tuple[type[Action], ...] = (TakeInitialize, AcquireLeader, Promote)
+
+
+# Every concrete action, as closed unions: the executor matches over them (mypy checks it is exhaustive).
+DcsAction: TypeAlias = (
+    TakeInitialize | SetInitialize | CancelInitialize | AcquireLeader | UpdateLeader | ReleaseLeader
+    | WriteConfigKey | WriteFailsafe | WriteHistory | WriteStatus | WriteSync | ClearFailover
+)
+PgAction: TypeAlias = (
+    Wait | Fatal | Bootstrap | Clone | Rewind | Reinitialize | WipeDataDir | StartPostgres | Promote | Demote
+    | Follow | EnsureSlots | SetSyncStandbyNames | ReconcileConfig | RestartPostgres | ReloadConfig
+)
+AnyAction: TypeAlias = DcsAction | PgAction
+CONCRETE: tuple[type[Action], ...] = get_args(AnyAction)
+
+
+def closed(act: Action) -> AnyAction:
+    """``act`` as a member of the closed union (a new Action class must join AnyAction first)."""
+    if not isinstance(act, CONCRETE):
+        raise TypeError(f"{type(act).__name__} is not one of the executor's actions")
+    return cast(AnyAction, act)

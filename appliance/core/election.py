@@ -6,7 +6,7 @@ from appliance.core.candidates import sync_problem, tag_problem
 from appliance.core.failover_key import scheduled_epoch
 from appliance.core.model import ClusterView, Role
 from appliance.core.state import HaSettings, LocalState, PeerStatus
-from appliance.core.timelines import forked_elsewhere
+from appliance.core.timelines import forked_elsewhere, replica_problem
 from appliance.core.wal import wal_lag
 
 
@@ -34,7 +34,8 @@ def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> st
     if local.fence_problem:
         return f"cannot be fenced: {local.fence_problem}"
     fo = view.failover
-    if fo is not None and fo.leader == local.name and _failover_due(view, local):
+    if fo is not None and fo.leader == local.name and _failover_due(view, local) and _another_can_take_over(
+            view, local, cfg):
         return "a switchover away from this node is in progress"
     if local.wal_position is None:
         return "WAL position unknown"
@@ -52,6 +53,26 @@ def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> st
         if cluster_tl is not None and local.timeline < cluster_tl:
             return f"timeline {local.timeline} is behind the cluster's {cluster_tl}"
     return None
+
+
+def _another_can_take_over(view: ClusterView, local: LocalState, cfg: HaSettings) -> bool:
+    """The former leader of a switchover stands back only while another member could be promoted
+    (Patroni's rule; else nobody would ever take over). The named candidate does not count: this is
+    asked when it is not alive (an alive one is waited for). In synchronous mode only a synchronous
+    standby counts, not the sync key's (stale) leader."""
+    fo = view.failover
+    sync = view.sync if cfg.synchronous_mode and view.sync is not None and view.sync.leader else None
+    for peer in local.peers:
+        if peer.name in (local.name, fo.member if fo else None) or not (peer.reachable and peer.running):
+            continue
+        if tag_problem(peer.nofailover, peer.failover_priority) or peer.wal_position is None:
+            continue
+        if sync is not None and peer.name not in sync.sync_standby:
+            continue
+        if wal_lag(view.status.optime, peer.wal_position) > cfg.maximum_lag_on_failover:
+            continue
+        return True
+    return False
 
 
 def _failover_due(view: ClusterView, local: LocalState) -> bool:
@@ -80,6 +101,9 @@ def _peer_beats_us(peer: PeerStatus, view: ClusterView, local: LocalState, cfg: 
         return None
     if peer.running and peer.role in (Role.PRIMARY.value, "master"):
         return f"{peer.name} is still running as primary"
+    fo = view.failover
+    if fo is not None and fo.leader == peer.name and _failover_due(view, local):
+        return None  # the switchover is away from it: it takes over only when nobody else can
     if tag_problem(peer.nofailover, peer.failover_priority) or sync_problem(view, peer.name, cfg.synchronous_mode):
         return None
     if peer.wal_position is None or local.wal_position is None:
@@ -104,3 +128,12 @@ def diverged(view: ClusterView, local: LocalState) -> bool:
     if leader is not None and leader.timeline is not None:
         return local.timeline > leader.timeline
     return False
+
+
+def replication_problem(view: ClusterView | None, local: LocalState) -> str | None:
+    """Why this replica of another leader must not serve reads (diverged, or stuck), else None."""
+    if local.role is not Role.REPLICA or view is None or view.leader_name in (None, local.name):
+        return None
+    leader = view.member(view.leader_name)
+    forked = leader is not None and leader.state == "running" and diverged(view, local)
+    return replica_problem(forked, local.not_streaming_since, local.now)

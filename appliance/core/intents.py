@@ -1,12 +1,13 @@
-"""Pure handling of node-local operator intents: what to do, or why it is refused."""
+"""Pure handling of node-local operator intents: what to do, or why it is refused, and the scheduled restart."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.core import actions as a
+from appliance.core.failover_key import scheduled_epoch
 from appliance.core.model import ClusterView
 from appliance.core.state import LocalState
 
@@ -60,3 +61,74 @@ def plan_intent(kind: str, view: ClusterView | None, local: LocalState,
             return IntentPlan(refused="Cluster has no leader, can not reinitialize")
         return IntentPlan((a.Reinitialize(f"operator asked to re-clone from {leader.name}", source=leader),))
     return IntentPlan(refused=f"unknown intent {kind}")
+
+
+@dataclass(frozen=True)
+class IntentRequest:
+    """An operator's request as the core sees it (the manager's intent queue delivers them)."""
+
+    kind: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class ScheduledRestart:
+    """POST /restart with a schedule: the restart comes due at ``schedule`` (ISO 8601), then its
+    conditions (role, restart_pending, timeout) are checked as for an immediate one."""
+
+    schedule: str
+    id: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"schedule": self.schedule, "id": self.id, "params": dict(self.params)}
+
+
+@dataclass(frozen=True)
+class IntentDecision:
+    """What becomes of one request: ``run`` its actions, or an outcome at once (done, refused, scheduled)."""
+
+    id: str
+    kind: str
+    status: str  # "run" | "done" | "refused" | "scheduled"
+    reason: str = ""
+    actions: tuple[a.Action, ...] = ()
+
+
+@dataclass(frozen=True)
+class IntentRound:
+    """This tick's requests. When ``decisions`` is empty the regular decide() runs; otherwise the
+    tick serves the requests, after ``first`` (the leader key renewed while we hold it)."""
+
+    decisions: tuple[IntentDecision, ...] = ()
+    schedule: ScheduledRestart | None = None
+    first: tuple[a.Action, ...] = ()
+
+
+def plan_round(requests: Sequence[IntentRequest], schedule: ScheduledRestart | None, view: ClusterView | None,
+               local: LocalState) -> IntentRound:
+    """Every request of this tick (plus the scheduled restart once it is due), in order."""
+    pending = list(requests)
+    if schedule is not None and local.wall_time >= (scheduled_epoch(schedule.schedule) or 0):
+        pending.append(IntentRequest("restart", dict(schedule.params), schedule.id))
+        schedule = None
+    decisions: list[IntentDecision] = []
+    for req in pending:
+        if req.kind == "cancel_restart":
+            schedule = None
+            decisions.append(IntentDecision(req.id, req.kind, "done"))
+        elif req.kind == "restart" and req.params.get("schedule"):
+            conditions = {k: v for k, v in req.params.items() if k != "schedule"}
+            schedule = ScheduledRestart(str(req.params["schedule"]), req.id, conditions)
+            decisions.append(IntentDecision(req.id, req.kind, "scheduled", str(req.params["schedule"])))
+        else:
+            plan = plan_intent(req.kind, view, local, req.params)
+            if plan.refused:
+                decisions.append(IntentDecision(req.id, req.kind, "refused", plan.refused))
+            else:
+                decisions.append(IntentDecision(req.id, req.kind, "run", actions=plan.actions))
+    first: tuple[a.Action, ...] = ()
+    if decisions and view is not None and view.leader_name == local.name:
+        first = (a.UpdateLeader("keep the leader key while serving an intent"),)
+    return IntentRound(tuple(decisions), schedule, first)

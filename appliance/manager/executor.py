@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, assert_never
 
 from appliance.core import actions as a
 from appliance.core.model import ClusterStatus, Member, Role
@@ -81,27 +81,39 @@ class Executor:
         return done
 
     def _dispatch(self, act: a.Action) -> bool:
-        handler = getattr(self, f"_do_{act.kind}", None)
-        if handler is None:
-            raise FatalError(f"no handler for action {act.kind}")
-        return bool(handler(act))
-
-    # --- DCS ---------------------------------------------------------------------------------
-    def _do_TakeInitialize(self, act: a.TakeInitialize) -> bool:
-        return self.dcs.take_initialize("")
-
-    def _do_SetInitialize(self, act: a.SetInitialize) -> bool:
-        self.dcs.set_initialize(act.sysid)
+        """One DCS operation here; the PostgreSQL ones in _postgres."""
+        closed = a.closed(act)
+        match closed:
+            case a.TakeInitialize():
+                return self.dcs.take_initialize("")
+            case a.SetInitialize(sysid=sysid):
+                self.dcs.set_initialize(sysid)
+            case a.CancelInitialize(revision=revision):
+                return self.dcs.cancel_initialize(revision or None)
+            case a.AcquireLeader():
+                return self._key(self.dcs.acquire_leader())
+            case a.UpdateLeader():
+                return self._key(self.dcs.update_leader())
+            case a.ReleaseLeader():
+                self.dcs.release_leader()
+                self.key_lost()
+            case a.WriteConfigKey():
+                self.dcs.write_config(self.seed_config(), None)
+            case a.WriteFailsafe(members=members):
+                self.dcs.write_failsafe(dict(members))
+            case a.WriteHistory(history=history):
+                self.dcs.write_history(history)
+                self.events.emit("history", closed.reason, timelines=[h.timeline for h in history])
+            case a.WriteStatus(optime=optime, retain_slots=retain):
+                self.dcs.write_status(ClusterStatus(optime=optime, slots=self.ops.slot_positions(),
+                                                    retain_slots=retain))
+            case a.WriteSync(standbys=standbys, revision=revision):
+                return self.dcs.write_sync(self.dcs.name, standbys, revision)
+            case a.ClearFailover(revision=revision):
+                self.dcs.clear_failover(revision)
+            case _:
+                return self._postgres(closed)
         return True
-
-    def _do_CancelInitialize(self, act: a.CancelInitialize) -> bool:
-        return self.dcs.cancel_initialize(act.revision or None)
-
-    def _do_AcquireLeader(self, act: a.AcquireLeader) -> bool:
-        return self._key(self.dcs.acquire_leader())
-
-    def _do_UpdateLeader(self, act: a.UpdateLeader) -> bool:
-        return self._key(self.dcs.update_leader())
 
     def _key(self, ours: bool) -> bool:
         if ours:
@@ -110,63 +122,50 @@ class Executor:
             self.key_lost()
         return ours
 
-    def _do_ReleaseLeader(self, act: a.ReleaseLeader) -> bool:
-        self.dcs.release_leader()
-        self.key_lost()
-        return True
-
-    def _do_WriteConfigKey(self, act: a.WriteConfigKey) -> bool:
-        self.dcs.write_config(self.seed_config(), None)
-        return True
-
-    def _do_WriteFailsafe(self, act: a.WriteFailsafe) -> bool:
-        self.dcs.write_failsafe(dict(act.members))
-        return True
-
-    def _do_WriteHistory(self, act: a.WriteHistory) -> bool:
-        self.dcs.write_history(act.history)
-        self.events.emit("history", act.reason, timelines=[h.timeline for h in act.history])
-        return True
-
-    def _do_WriteStatus(self, act: a.WriteStatus) -> bool:
-        self.dcs.write_status(ClusterStatus(optime=act.optime, slots=self.ops.slot_positions(),
-                                            retain_slots=act.retain_slots))
-        return True
-
-    def _do_WriteSync(self, act: a.WriteSync) -> bool:
-        return self.dcs.write_sync(self.dcs.name, act.standbys, act.revision)
-
-    def _do_ClearFailover(self, act: a.ClearFailover) -> bool:
-        self.dcs.clear_failover(act.revision)
-        return True
-
     # --- PostgreSQL ----------------------------------------------------------------------------
-    def _do_Fatal(self, act: a.Fatal) -> bool:
-        raise FatalError(act.reason)
+    def _postgres(self, act: a.PgAction) -> bool:
+        match act:
+            case a.Wait():
+                return True
+            case a.Fatal(reason=reason):
+                raise FatalError(reason)
+            case a.Bootstrap():
+                return self.jobs.start("bootstrap", self.ops.bootstrap, self.wake)
+            case a.Clone(source=source):
+                src = _need(source)
+                return self.jobs.start("clone", lambda: self.ops.clone(src), self.wake)
+            case a.Rewind(source=source):
+                src = _need(source)
+                return self.jobs.start("rewind", lambda: self.ops.rewind(src), self.wake)
+            case a.Reinitialize(source=source):
+                src = _need(source)
+                return self.jobs.start("reinitialize", lambda: self.ops.reinitialize(src), self.wake)
+            case a.WipeDataDir():
+                return self.ops.wipe()
+            case a.StartPostgres(role=role, leader=leader):
+                primary = role is Role.PRIMARY
+                return self.jobs.start("start", lambda: self.ops.start(primary=primary, upstream=leader), self.wake)
+            case a.Promote():
+                return self._promote(act)
+            case a.Demote():
+                return self._demote(act)
+            case a.Follow(leader=leader):
+                return self.ops.follow(leader)
+            case a.EnsureSlots(names=names):
+                self.ops.ensure_slots(names)
+                return True
+            case a.SetSyncStandbyNames(value=value):
+                return self.ops.set_sync_standby_names(value)
+            case a.RestartPostgres(timeout=timeout):
+                return self.jobs.start("restart", lambda: self.ops.restart(timeout), self.wake)
+            case a.ReloadConfig():
+                return self.reload_config()
+            case a.ReconcileConfig():
+                return self.ops.reconcile()
+            case _:
+                assert_never(act)
 
-    def _do_Bootstrap(self, act: a.Bootstrap) -> bool:
-        return self.jobs.start("bootstrap", self.ops.bootstrap, self.wake)
-
-    def _do_Clone(self, act: a.Clone) -> bool:
-        source = _need(act.source)
-        return self.jobs.start("clone", lambda: self.ops.clone(source), self.wake)
-
-    def _do_Rewind(self, act: a.Rewind) -> bool:
-        source = _need(act.source)
-        return self.jobs.start("rewind", lambda: self.ops.rewind(source), self.wake)
-
-    def _do_Reinitialize(self, act: a.Reinitialize) -> bool:
-        source = _need(act.source)
-        return self.jobs.start("reinitialize", lambda: self.ops.reinitialize(source), self.wake)
-
-    def _do_WipeDataDir(self, act: a.WipeDataDir) -> bool:
-        return self.ops.wipe()
-
-    def _do_StartPostgres(self, act: a.StartPostgres) -> bool:
-        primary = act.role is Role.PRIMARY
-        return self.jobs.start("start", lambda: self.ops.start(primary=primary, upstream=act.leader), self.wake)
-
-    def _do_Promote(self, act: a.Promote) -> bool:
+    def _promote(self, act: a.Promote) -> bool:
         ok = self.ops.promote(strict_sync=act.strict_sync, timeout=act.timeout)
         if ok:
             history = self.ops.timeline_history(act.history, self.dcs.name)
@@ -177,7 +176,7 @@ class Executor:
             self.events.emit("promoted", act.reason, timeline=history[-1].timeline + 1 if history else None)
         return ok
 
-    def _do_Demote(self, act: a.Demote) -> bool:
+    def _demote(self, act: a.Demote) -> bool:
         graceful = act.mode is a.DemoteMode.GRACEFUL
         if graceful:
             self.ops.checkpoint()  # while still serving, so that the shutdown checkpoint is short
@@ -187,25 +186,6 @@ class Executor:
             self.dcs.release_leader()
             self.key_lost()
         return stopped
-
-    def _do_Follow(self, act: a.Follow) -> bool:
-        return self.ops.follow(act.leader)
-
-    def _do_EnsureSlots(self, act: a.EnsureSlots) -> bool:
-        self.ops.ensure_slots(act.names)
-        return True
-
-    def _do_SetSyncStandbyNames(self, act: a.SetSyncStandbyNames) -> bool:
-        return self.ops.set_sync_standby_names(act.value)
-
-    def _do_RestartPostgres(self, act: a.RestartPostgres) -> bool:
-        return self.jobs.start("restart", lambda: self.ops.restart(act.timeout), self.wake)
-
-    def _do_ReloadConfig(self, act: a.ReloadConfig) -> bool:
-        return self.reload_config()
-
-    def _do_ReconcileConfig(self, act: a.ReconcileConfig) -> bool:
-        return self.ops.reconcile()
 
 
 def _need(member: Member | None) -> Member:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import os
 import threading
@@ -14,23 +16,21 @@ from appliance.config.errors import ConfigError, Problem
 from appliance.config.schema import LocalConfig
 from appliance.config.security import insecure_channels
 from appliance.core import actions as a
-from appliance.core import retry
+from appliance.core import probes, retry, states
 from appliance.core.decide import decide
-from appliance.core.election import diverged
-from appliance.core.failover_key import scheduled_epoch
-from appliance.core.intents import plan_intent
+from appliance.core.election import replication_problem
+from appliance.core.intents import IntentRequest, ScheduledRestart, plan_round
 from appliance.core.model import ClusterView, Member, Role
 from appliance.core.state import HaSettings, JobResult, LocalState, PeerStatus
-from appliance.core.timelines import replica_problem
 from appliance.core.timing import safe_loop_wait
 from appliance.dcs.base import DCS, DCSError
-from appliance.fence.order import WatchdogSettings
+from appliance.fence.order import WatchdogSettings, boottime
 from appliance.manager import failsafe
 from appliance.manager.channel import write_state
 from appliance.manager.events import EventLog
 from appliance.manager.executor import Executor
 from appliance.manager.fencing import FencingStatus, LeaseKeeper
-from appliance.manager.intents import Intent, take_all
+from appliance.manager.intents import take_all
 from appliance.manager.jobs import JobRunner
 from appliance.manager.memory import Memory
 from appliance.manager.peers import fetch_peers
@@ -52,7 +52,8 @@ class Manager:
 
     def __init__(self, layers: LocalLayers, dcs: DCS, ops: PgOps, *, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, peers: PeerFetcher = fetch_peers,
-                 events: EventLog | None = None) -> None:
+                 events: EventLog | None = None, jobs: JobRunner | None = None,
+                 boot: Callable[[], float] = boottime) -> None:
         self.layers = layers
         self.dcs = dcs
         self.ops = ops
@@ -60,15 +61,16 @@ class Manager:
         self.wall = wall
         self.fetch_peers = peers
         self.events = events or EventLog()
-        self.jobs = JobRunner()
+        self.jobs = jobs or JobRunner()
         self._wake = threading.Event()
         self.effective: Effective = resolve(layers, None)
         self.ha: HaSettings = ha_settings(self.effective.dynamic, self.effective.local)
         self._config_error: str | None = None
         self._rejected: dict[str, Any] | None = None
+        self._applied: tuple[LocalLayers, dict[str, Any]] | None = None  # the last document resolved
         # Parameters and pg_hba of a DCS document, checked by this PostgreSQL before they are applied.
         self.check_dynamic: DynamicCheck = check_dynamic
-        self.fencing = LeaseKeeper(self.effective.local.appliance.run_dir, clock, self.events)
+        self.fencing = LeaseKeeper(self.effective.local.appliance.run_dir, clock, self.events, boot=boot)
         self.fence_status: FencingStatus | None = None
         self.executor = Executor(dcs, ops, self.jobs, self.events, lambda: bootstrap_dynamic(self.layers),
                                  self._wake.set, self.reload_config, self._stop_kill_after,
@@ -87,7 +89,9 @@ class Manager:
         self.config_path: str | None = None
         self.outcomes: dict[str, dict[str, Any]] = {}
         self._intent_jobs: dict[str, str] = {}
-        self.scheduled_restart: dict[str, Any] | None = None
+        self.scheduled_restart: ScheduledRestart | None = None
+        self.transition: states.Step | None = None
+        self.unlisted_transitions = 0
         self.loop_count = 0
         self.loop_seconds_sum = 0.0
         self.last_loop_seconds = 0.0
@@ -134,6 +138,8 @@ class Manager:
     def _apply_dynamic(self, config: dict[str, Any]) -> None:
         if self._config_error is not None and config == self._rejected:
             return  # the same document again: still rejected, already reported
+        if self._applied is not None and self._applied[0] is self.layers and self._applied[1] == config:
+            return  # the same document on the same local layers: nothing to resolve again (~2 ms a tick)
         try:
             effective = resolve(self.layers, config)
             if effective != self.effective:
@@ -147,6 +153,7 @@ class Manager:
             self._config_error, self._rejected = str(exc), dict(config)
             return
         self._config_error = self._rejected = None
+        self._applied = (self.layers, copy.deepcopy(config))
         if effective == self.effective:
             return
         self.effective = effective
@@ -170,7 +177,6 @@ class Manager:
         memory = self.memory
         result = memory.after_job(result, view, status, job, now)
         memory.track(view, self.name, status, job, now)
-        leader_member = view.member(view.leader_name) if view is not None and view.leader_name else None
         local_cfg = self.effective.local
         failsafe_ok = self.failsafe.round(
             view, enabled=self.ha.failsafe_mode, name=self.name, primary=status.queryable and status.role == "primary",
@@ -181,21 +187,7 @@ class Manager:
         self.dcs.set_retry_timeout(min(self.ha.retry_timeout, 1) if self.failsafe.active else self.ha.retry_timeout)
         received = failsafe.last_received(local_cfg.appliance.run_dir)
         failsafe_leader = received.name if received is not None and now - received.at < self.ha.ttl else None
-        peers: tuple[PeerStatus, ...] = ()
-        named = view is not None and view.failover is not None and view.failover.member == self.name \
-            and not view.failover.scheduled_at
-        if view is not None and view.leader is None and status.queryable and job is None and not named:
-            others = [m for m in view.members if m.name != self.name]
-            peers = self.fetch_peers(others)
         data_dir, sysid, was_primary = self.ops.disk_state(status.running)
-        leader_alive: bool | None = None
-        if (view is not None and view.leader is not None and view.leader.name != self.name
-                and status.queryable and status.role == "replica" and status.replication_state != "streaming"):
-            leader = view.member(view.leader.name)
-            if leader is not None:
-                answer = self.fetch_peers([leader])
-                leader_alive = bool(answer) and answer[0].reachable and answer[0].running \
-                    and answer[0].role in (Role.PRIMARY.value, "master")
         local = LocalState(
             name=self.name, now=now, wall_time=self.wall(), data_dir=data_dir,
             sysid=status.system_identifier or sysid, running=status.queryable,
@@ -205,7 +197,7 @@ class Manager:
             was_primary=was_primary, job=job, job_result=result, lease_ok_at=self.lease_ok_at,
             pg_down_since=memory.pg_down_since, replication=self.ops.standby_conns(status),
             synchronous_standby_names=self.ops.ssn, ssn_set_lsn=self.ops.ssn_set_lsn,
-            config_stale=self.ops.config_stale(), peers=peers, leader_alive=leader_alive,
+            config_stale=self.ops.config_stale(),
             pending_restart=bool(status.pending_restart), fence_problem=fencing.problem,
             stopping=self.stopping, retry=memory.retry,
             history=self.ops.own_history(status.timeline) if status.queryable else (),
@@ -213,11 +205,21 @@ class Manager:
             retained=memory.retained(view, self.name, self.ha.member_slots_ttl, now),
             failsafe_ok=failsafe_ok, failsafe_leader=failsafe_leader,
         )
-        is_replica = local.role is Role.REPLICA and view is not None and view.leader_name not in (None, self.name)
-        self.replication_problem = replica_problem(
-            is_replica and view is not None and leader_member is not None and leader_member.state == "running"
-            and diverged(view, local), memory.not_streaming_since, now) if is_replica else None
+        local = self._probe(view, local)
+        self.replication_problem = replication_problem(view, local)
         return view, local, status
+
+    def _probe(self, view: ClusterView | None, local: LocalState) -> LocalState:
+        """Ask the peers core.probes names (a leader race, a stalled replica) and add their answers."""
+        names = probes.probe_peers(view, local)
+        if view is not None and names:
+            local = dataclasses.replace(local, peers=self.fetch_peers([m for m in view.members if m.name in names]))
+        leader = probes.probe_leader(view, local)
+        member = view.member(leader) if view is not None and leader is not None else None
+        if member is not None:
+            answer = self.fetch_peers([member])
+            local = dataclasses.replace(local, leader_alive=bool(answer) and probes.leader_alive(answer[0]))
+        return local
 
     def peer_client(self) -> Client:
         return client_for(self.effective.local)
@@ -226,18 +228,32 @@ class Manager:
     def tick(self) -> list[a.Action]:
         started = self.clock()
         view, local, status = self.observe()
+        source = states.classify(view, local)
         results = self._handle_intents(view, local)
         if results is None:
             actions = decide(view, local, self.ha)
             results = self.executor.run(actions)
         else:
             actions = [act for act, _ in results]
+        self._note_transition(states.transition(source, actions))
         self.last_view, self.last_status = view, status
         self.last_loop_seconds = self.clock() - started
         self.loop_count += 1
         self.loop_seconds_sum += self.last_loop_seconds
         self._publish(view, status, started)
         return actions
+
+    def _note_transition(self, step: states.Step) -> None:
+        """Remember this tick's transition; one taken that the table does not list is reported."""
+        self.transition = step
+        if not step.listed:
+            self.unlisted_transitions += 1
+            assert step.action is not None
+            self.events.emit("transition", f"not in the transition table: {step.source} --{step.action.__name__}-->",
+                             level=logging.ERROR, source=step.source.value, action=step.action.__name__)
+        elif step.action is not None:
+            self.events.emit("transition", f"{step.source} -> {step.target}: {step.row.why if step.row else ''}",
+                             source=step.source.value, target=step.target.value, action=step.action.__name__)
 
     # --- operator intents --------------------------------------------------------------------------
     def _outcome(self, intent_id: str, kind: str, status: str, reason: str = "") -> None:
@@ -246,47 +262,29 @@ class Manager:
             self.outcomes.pop(next(iter(self.outcomes)))
         self.events.emit("intent", f"{kind}: {status}{': ' + reason if reason else ''}", intent=intent_id)
 
-    def _due_intents(self) -> list[Intent]:
-        intents = take_all(self.effective.local.appliance.run_dir)
-        sched = self.scheduled_restart
-        if sched is not None and self.wall() >= (scheduled_epoch(sched["schedule"]) or 0):
-            self.scheduled_restart = None
-            intents.append(Intent(kind="restart", params=dict(sched.get("params") or {}), id=sched["id"]))
-        return intents
-
     def _handle_intents(self, view: ClusterView | None,
                         local: LocalState) -> list[tuple[a.Action, bool]] | None:
-        """Run queued intents; None when there was none, so that decide() runs as usual."""
-        intents = self._due_intents()
-        if not intents:
+        """Serve this tick's operator requests (core.intents.plan_round decides); None when there
+        was none, so that decide() runs as usual."""
+        requests = [IntentRequest(i.kind, i.params, i.id) for i in take_all(self.effective.local.appliance.run_dir)]
+        plan = plan_round(requests, self.scheduled_restart, view, local)
+        self.scheduled_restart = plan.schedule
+        if not plan.decisions:
             return None
-        results: list[tuple[a.Action, bool]] = []
-        if view is not None and view.leader_name == self.name:
-            results += self.executor.run([a.UpdateLeader("keep the leader key while serving an intent")])
-        for intent in intents:
-            if intent.kind == "cancel_restart":
-                self.scheduled_restart = None
-                self._outcome(intent.id, intent.kind, "done")
+        results = self.executor.run(list(plan.first)) if plan.first else []
+        for decision in plan.decisions:
+            if decision.status != "run":
+                self._outcome(decision.id, decision.kind, decision.status, decision.reason)
                 continue
-            if intent.kind == "restart" and intent.params.get("schedule"):
-                conditions = {k: v for k, v in intent.params.items() if k != "schedule"}
-                self.scheduled_restart = {"schedule": intent.params["schedule"], "id": intent.id,
-                                          "params": conditions}
-                self._outcome(intent.id, intent.kind, "scheduled", intent.params["schedule"])
-                continue
-            plan = plan_intent(intent.kind, view, local, intent.params)
-            if plan.refused:
-                self._outcome(intent.id, intent.kind, "refused", plan.refused)
-                continue
-            ran = self.executor.run(list(plan.actions))
+            ran = self.executor.run(list(decision.actions))
             results += ran
             ok = all(done for _, done in ran)
             job = self.jobs.running
             if ok and job is not None:
-                self._intent_jobs[job] = intent.id
-                self._outcome(intent.id, intent.kind, "running")
+                self._intent_jobs[job] = decision.id
+                self._outcome(decision.id, decision.kind, "running")
             else:
-                self._outcome(intent.id, intent.kind, "done" if ok else "failed")
+                self._outcome(decision.id, decision.kind, "done" if ok else "failed")
         return results
 
     def reload_config(self) -> bool:
@@ -306,9 +304,10 @@ class Manager:
     def _publish(self, view: ClusterView | None, status: PgStatus, started: float) -> None:
         local = self.effective.local
         job = self.jobs.running
+        schedule = self.scheduled_restart.as_json() if self.scheduled_restart is not None else None
         if view is not None:
             member = member_value(self.name, self.ops.conn_url, api_url(local), status, job, local.tags,
-                                  paused=self.ha.pause, scheduled_restart=self.scheduled_restart)
+                                  paused=self.ha.pause, scheduled_restart=schedule)
             try:
                 self.dcs.touch_member(member)
             except DCSError as exc:
@@ -326,7 +325,11 @@ class Manager:
             "dcs_rtt_seconds": self.dcs_rtt,
             "actions_total": dict(self.executor.counters),
         }
-        doc["scheduled_restart"] = self.scheduled_restart
+        doc["scheduled_restart"] = schedule
+        step = self.transition
+        doc["ha_state"] = None if step is None else {
+            "state": step.source.value, "next": step.target.value,
+            "via": step.action.__name__ if step.action is not None else None, "listed": step.listed}
         retrying = self.memory.retry if retry.active(self.memory.retry, self.clock()) else None
         doc["retry"] = doc["patroni_doc"]["retry"] = None if retrying is None else {
             "job": retrying.job, "failures": retrying.failures,
@@ -335,7 +338,7 @@ class Manager:
         doc["failsafe_mode"] = self.ha.failsafe_mode
         doc["failsafe"] = (self.failsafe.known.failsafe if self.failsafe.known is not None else None) or {}
         doc["patroni_doc"]["failsafe_mode_is_active"] = self.failsafe.active
-        doc["patroni_doc"]["scheduled_restart"] = self.scheduled_restart
+        doc["patroni_doc"]["scheduled_restart"] = schedule
         doc["insecure"] = doc["patroni_doc"]["insecure_channels"] = list(insecure_channels(local))
         fencing = self.fence_status
         if fencing is not None:

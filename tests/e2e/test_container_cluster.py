@@ -291,6 +291,44 @@ def test_docker_stop_is_clean_and_down_up_keeps_every_row(project: Project, ledg
     assert [r[0] for r in project.query(leader, "SELECT what FROM init_runs ORDER BY what")] == ["sh", "sql.gz"]
 
 
+def test_repeated_full_restarts_after_a_switchover_and_a_kill_keep_every_node(project: Project,
+                                                                              ledger: Ledger) -> None:
+    """A newcomer's sequence, twice: a switchover, docker kill of the new primary, docker start,
+    then compose down and up. Every node must come back on one timeline with every acknowledged
+    row (a replica that silently diverged during down would miss the later rows)."""
+    timings = []
+    for _ in range(2):
+        project.wait_settled(timeout=240)
+        ledger.retarget(list(NODES))
+        ledger.start()
+        ledger.wait_acks_after(time.monotonic(), 20, 30)
+        old = primary(project)
+        candidate = project.sync_standby() or others(old)[0]
+        answer = request(f"https://{project.ip(old)}:8008/switchover", project.client(), method="POST",
+                         body={"leader": old, "candidate": candidate}, timeout=60)
+        assert answer.status == 200, answer.body
+        switched = new_leader(project, old)
+        project.wait_settled(timeout=240)
+        ledger.retarget(others(switched))
+        project.docker("kill", project.cid(switched))
+        new_leader(project, switched)
+        project.docker("start", project.cid(switched))
+        project.wait_healthy(timeout=180)
+        ledger.wait_acks_after(time.monotonic(), 20, 60)
+        ledger.stop()
+        down = time.monotonic()
+        project.run_compose("down", "-t", "60", timeout=400)
+        project.run_compose("up", "-d", "--no-build")
+        project.wait_healthy(timeout=240)
+        timings.append(round(time.monotonic() - down, 1))
+        leader = primary(project)
+        check_ledger(project, ledger, leader, earlier=ALL_ACKED)
+        timelines = {node: (project.api(node, "/patroni") or {}).get("timeline") for node in NODES}
+        assert len(set(timelines.values())) == 1, f"not one timeline after down/up: {timelines}"
+        ALL_ACKED.update(ledger.acked_ids())
+    record("switchover_kill_down_up", {"down_to_healthy_s": timings})
+
+
 def test_no_secret_anywhere_after_the_whole_run(project: Project) -> None:
     """After every fault above: no generated secret in any container's logs, in `ps -eo args`, in the
     environment of any process (etcd, HAProxy, the postmaster and its children included), or in

@@ -1,0 +1,267 @@
+"""The manager's PostgreSQL adapter (PgOps) over a simulated server, and a job runner on simulated time."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from appliance.core.model import HistoryEntry, Member
+from appliance.core.state import DataDir, JobResult, StandbyConn
+from appliance.core.sync import STRICT_PLACEHOLDER
+from appliance.manager.jobs import JobRunner, RetryLater
+from appliance.postgres.status import IN_ARCHIVE_RECOVERY, STREAMING, PgStatus, ReplicaConnection, WalReceiver
+
+from .world import Server, World, new_data
+
+# How long each job takes, in simulated seconds (its effects happen at the end).
+JOB_SECONDS = {"bootstrap": 2.0, "clone": 3.0, "rewind": 2.0, "reinitialize": 3.0, "start": 1.0, "restart": 1.5}
+
+
+class SimJobs(JobRunner):
+    """JobRunner's contract on the simulation clock: a job's work runs when its time is up."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self.clock = clock
+        self._job: tuple[str, Callable[[], tuple[bool, str]], Callable[[], None], float] | None = None
+        self._done: JobResult | None = None
+
+    @property
+    def running(self) -> str | None:
+        return self._job[0] if self._job is not None else None
+
+    def start(self, name: str, work: Callable[[], tuple[bool, str]], on_done: Callable[[], None]) -> bool:
+        if self._job is not None:
+            return False
+        self._done = None
+        self._job = (name, work, on_done, self.clock() + JOB_SECONDS.get(name, 1.0))
+        return True
+
+    def advance(self) -> None:
+        """Finish the job whose time has come (JobRunner._run's outcome rules)."""
+        if self._job is None or self.clock() < self._job[3]:
+            return
+        name, work, on_done, _ = self._job
+        retryable = False
+        try:
+            ok, detail = work()
+        except RetryLater as exc:
+            ok, detail, retryable = False, str(exc), True
+        self._job = None
+        self._done = JobResult(job=name, ok=ok, detail=detail, retryable=retryable)
+        if ok:
+            on_done()
+
+    def take_result(self) -> JobResult | None:
+        result, self._done = self._done, None
+        return result
+
+    def join(self, timeout: float | None = None) -> None:
+        return None
+
+
+class SimPgOps:
+    """What PgOps does, done to a simulated Server; ``promoted`` hooks let the harness check each promotion."""
+
+    def __init__(self, world: World, name: str, on_promote: Callable[[str], None]) -> None:
+        self.world = world
+        self.name = name
+        self.on_promote = on_promote
+        self.ssn_set_lsn: int | None = None
+
+    @property
+    def server(self) -> Server:
+        return self.world.servers[self.name]
+
+    # --- observation -----------------------------------------------------------------------------
+    @property
+    def upstream(self) -> str | None:
+        s = self.server
+        return s.upstream if s.running and s.in_recovery else None
+
+    @property
+    def ssn(self) -> str:
+        return self.server.ssn
+
+    @property
+    def conn_url(self) -> str:
+        return f"postgres://{self.name}:5432/postgres"
+
+    def status(self) -> PgStatus:
+        s = self.server
+        if not s.running:
+            return PgStatus(running=False)
+        if s.hung or s.data is None:
+            return PgStatus(running=True, error="timeout expired")
+        data = s.data
+        common: dict[str, Any] = {"running": True, "system_identifier": data.sysid, "timeline": data.timeline,
+                                  "synchronous_standby_names": s.ssn}
+        if not s.in_recovery:
+            if self.ssn_set_lsn is None:
+                self.ssn_set_lsn = data.lsn
+            return PgStatus(in_recovery=False, role="primary", wal_lsn=data.lsn,
+                            replication=self._replication(), **common)
+        receiver = WalReceiver(STREAMING, data.timeline, s.upstream, 5432, self.name, "", data.lsn) \
+            if s.streaming else None
+        return PgStatus(in_recovery=True, role="replica", receive_lsn=data.lsn, replay_lsn=data.lsn,
+                        replication_state=STREAMING if s.streaming else IN_ARCHIVE_RECOVERY, receiver=receiver,
+                        replication=self._replication(), **common)
+
+    def _replication(self) -> tuple[ReplicaConnection, ...]:
+        from appliance.core.sync import named_in_ssn
+
+        named = named_in_ssn(self.server.ssn)
+        rows = []
+        for other in sorted(self.world.servers.values(), key=lambda x: x.name):
+            if other.streaming and other.upstream == self.name and other.data is not None:
+                lsn = other.data.lsn
+                rows.append(ReplicaConnection(other.name, "replicator", None, STREAMING,
+                                              "sync" if other.name in named else "async", 1, lsn, lsn, lsn, lsn))
+        return tuple(rows)
+
+    def disk_state(self, running: bool) -> tuple[DataDir, str | None, bool]:
+        s = self.server
+        if s.incomplete:
+            return DataDir.INCOMPLETE, None, False
+        if s.data is None:
+            return DataDir.EMPTY, None, False
+        if running:
+            return DataDir.VALID, s.data.sysid, False
+        return DataDir.VALID, s.data.sysid, s.data.was_primary
+
+    def standby_conns(self, status: PgStatus) -> tuple[StandbyConn, ...]:
+        return tuple(StandbyConn(r.application_name, r.state or "", r.sync_state or "", r.flush_lsn)
+                     for r in status.replication)
+
+    def config_stale(self) -> bool:
+        return False
+
+    def set_parameters(self, params: Mapping[str, Any]) -> None:
+        return None
+
+    def set_hba(self, lines: tuple[str, ...] | None) -> None:
+        return None
+
+    def own_history(self, timeline: int | None) -> tuple[HistoryEntry, ...]:
+        data = self.server.data
+        if data is None or timeline is None or timeline < 2:
+            return ()
+        return tuple(HistoryEntry(tl, lsn, "no recovery target specified") for tl, lsn in data.history)
+
+    def timeline_history(self, known: tuple[HistoryEntry, ...], leader: str) -> tuple[HistoryEntry, ...]:
+        data = self.server.data
+        own = self.own_history(data.timeline if data is not None else None)
+        if not own:
+            return known
+        by_tl = {h.timeline: h for h in known}
+        return tuple(k if (k := by_tl.get(h.timeline)) is not None and k.lsn == h.lsn
+                     else HistoryEntry(h.timeline, h.lsn, h.reason, "2026-01-01T00:00:00+00:00", leader) for h in own)
+
+    def slot_positions(self) -> dict[str, int]:
+        return {}
+
+    # --- changes while running -------------------------------------------------------------------
+    def follow(self, leader: Member | None) -> bool:
+        s = self.server
+        s.upstream = leader.name if leader is not None else None
+        return s.answers or not s.running
+
+    def reconcile(self) -> bool:
+        return True
+
+    def set_sync_standby_names(self, value: str) -> bool:
+        s = self.server
+        if not s.answers:
+            return False
+        s.ssn = value
+        self.ssn_set_lsn = s.data.lsn if (s.data is not None and not s.in_recovery) else None
+        return True
+
+    def ensure_slots(self, names: tuple[str, ...]) -> None:
+        self.server.slots = frozenset(names)
+
+    def checkpoint(self) -> None:
+        return None
+
+    def promote(self, *, strict_sync: bool, timeout: float = 30.0) -> bool:
+        s = self.server
+        if not s.answers or not s.in_recovery or s.data is None:
+            return False
+        self.on_promote(self.name)
+        if strict_sync:
+            s.ssn = STRICT_PLACEHOLDER
+        data = s.data
+        s.data = dataclasses.replace(data, timeline=data.timeline + 1,
+                                     history=(*data.history, (data.timeline, data.lsn)))
+        s.in_recovery, s.upstream, s.streaming = False, None, False
+        self.ssn_set_lsn = None
+        return True
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def stop(self, mode: str = "fast", kill_after: float | None = None) -> bool:
+        s = self.server
+        if s.frozen:
+            return False
+        s.hung = False
+        s.stop()
+        return True
+
+    def start(self, *, primary: bool, upstream: Member | None, timeout: float | None = None) -> tuple[bool, str]:
+        s = self.server
+        if s.data is None or s.incomplete:
+            return False, "no data directory"
+        if s.fail_start:
+            return False, "PostgreSQL did not accept connections; see its log"
+        s.running, s.in_recovery = True, not primary
+        s.upstream = upstream.name if (upstream is not None and not primary) else None
+        return True, ""
+
+    def restart(self, timeout: float | None = None) -> tuple[bool, str]:
+        s = self.server
+        primary = s.running and not s.in_recovery
+        upstream = s.upstream
+        s.stop()
+        if s.fail_start:
+            return False, "PostgreSQL did not accept connections; see its log"
+        s.running, s.in_recovery, s.upstream = True, not primary, None if primary else upstream
+        return True, ""
+
+    def bootstrap(self) -> tuple[bool, str]:
+        s = self.server
+        s.data, s.incomplete = new_data(), False
+        s.running, s.in_recovery, s.upstream, s.ssn = True, False, None, ""
+        return True, ""
+
+    def _source(self, source: Member, what: str) -> Server:
+        src = self.world.servers.get(source.name)
+        if src is None or not src.answers or src.data is None or not self.world.reachable(self.name, source.name):
+            raise RetryLater(f"{what}: {source.name} unreachable")
+        return src
+
+    def clone(self, source: Member) -> tuple[bool, str]:
+        src = self._source(source, f"clone from {source.name}")
+        assert src.data is not None
+        s = self.server
+        s.data, s.incomplete = dataclasses.replace(src.data, was_primary=False), False
+        return self.start(primary=False, upstream=source)
+
+    def rewind(self, source: Member) -> tuple[bool, str]:
+        src = self._source(source, f"rewind from {source.name}")
+        assert src.data is not None
+        s = self.server
+        if s.data is None or s.data.sysid != src.data.sysid:
+            return False, "pg_rewind: source and target are different systems"
+        s.stop()
+        s.data = dataclasses.replace(src.data, was_primary=False)
+        return self.start(primary=False, upstream=source)
+
+    def reinitialize(self, source: Member) -> tuple[bool, str]:
+        self._source(source, f"re-clone from {source.name}")
+        self.server.stop()
+        self.server.data = None
+        return self.clone(source)
+
+    def wipe(self) -> bool:
+        self.server.data, self.server.incomplete = None, False
+        return True

@@ -1,0 +1,183 @@
+"""Randomised fault schedules over the simulated three-node cluster (hypothesis stateful testing):
+after every step never two writable primaries, never two valid lease beliefs, no promotion of a
+stopping node, outside the sync set or past maximum_lag_on_failover, no acknowledged write lost in
+strict synchronous mode; after the faults heal, one primary with every other node streaming it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from appliance.manager.intents import submit
+from tests.unit.sim.harness import Simulation
+
+NODES = ("node1", "node2", "node3")
+EXAMPLES = int(os.environ.get("SIM_EXAMPLES", "150"))
+HEAL_SECONDS = 120.0
+
+node = st.sampled_from(NODES)
+pause = st.floats(min_value=0.2, max_value=12.0)
+
+
+class FaultSchedule(RuleBasedStateMachine):
+    """One cluster, one random schedule of faults, each followed by some simulated time."""
+
+    @initialize(mode=st.sampled_from(["async", "sync", "strict"]))
+    def boot(self, mode: str) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="sim-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+        dynamic = {"synchronous_mode": mode != "async", "synchronous_mode_strict": mode == "strict"}
+        self.mode = mode
+        self.sim = Simulation(self.tmp, dynamic=dynamic)
+        self.sim.run(15)
+
+    def teardown(self) -> None:
+        try:
+            if hasattr(self, "sim"):
+                self._converges()
+        finally:
+            if hasattr(self, "tmp"):
+                shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _converges(self) -> None:
+        sim = self.sim
+        sim.heal()
+        why: str | None = "not checked"
+        waited = 0.0
+        while waited < HEAL_SECONDS and why is not None:
+            sim.run(5)
+            waited += 5
+            why = sim.healthy()
+        sim.run(5)  # and it stays so
+        why = why or sim.healthy()
+        assert sim.verdicts.violations == []
+        assert why is None, f"not converged {HEAL_SECONDS:.0f}s after the faults healed: {why}"
+        if self.mode == "strict":
+            lost = sim.lost_acknowledged()
+            assert lost == [], f"{len(lost)} acknowledged writes lost in strict mode, first {lost[0]}"
+
+    @invariant()
+    def safe(self) -> None:
+        if hasattr(self, "sim"):
+            assert self.sim.verdicts.violations == []
+
+    @rule(seconds=pause)
+    def wait(self, seconds: float) -> None:
+        self.sim.run(seconds)
+
+    @rule(name=node, seconds=pause)
+    def crash(self, name: str, seconds: float) -> None:
+        self.sim.crash(name)
+        self.sim.run(seconds)
+
+    @rule(name=node, seconds=pause)
+    def boot_node(self, name: str, seconds: float) -> None:
+        self.sim.boot(name)
+        self.sim.run(seconds)
+
+    @rule(name=node, frozen=st.floats(min_value=1.0, max_value=25.0), seconds=pause)
+    def freeze_manager(self, name: str, frozen: float, seconds: float) -> None:
+        self.sim.freeze_manager(name, frozen)
+        self.sim.run(seconds)
+
+    @rule(name=node, paused=st.floats(min_value=0.5, max_value=20.0), seconds=pause)
+    def pause_node(self, name: str, paused: float, seconds: float) -> None:
+        self.sim.pause_node(name, True)
+        self.sim.run(paused)
+        self.sim.pause_node(name, False)
+        self.sim.run(seconds)
+
+    @rule(name=node, cut=st.booleans(), seconds=pause)
+    def partition(self, name: str, cut: bool, seconds: float) -> None:
+        self.sim.isolate(name, cut)
+        self.sim.run(seconds)
+
+    @rule(name=node, cut=st.booleans(), seconds=pause)
+    def dcs_cut(self, name: str, cut: bool, seconds: float) -> None:
+        self.sim.cut_dcs(name, cut)
+        self.sim.run(seconds)
+
+    @rule(down=st.floats(min_value=0.5, max_value=15.0), seconds=pause)
+    def dcs_outage(self, down: float, seconds: float) -> None:
+        self.sim.store.available = False
+        self.sim.run(down)
+        self.sim.store.available = True
+        self.sim.run(seconds)
+
+    @rule(name=node, seconds=pause)
+    def kill_postgres(self, name: str, seconds: float) -> None:
+        self.sim.kill_postgres(name)
+        self.sim.run(seconds)
+
+    @rule(name=node, hung=st.booleans(), seconds=pause)
+    def hang_postgres(self, name: str, hung: bool, seconds: float) -> None:
+        self.sim.hang_postgres(name, hung)
+        self.sim.run(seconds)
+
+    @rule(name=node, broken=st.booleans(), seconds=pause)
+    def disk_full(self, name: str, broken: bool, seconds: float) -> None:
+        """PostgreSQL cannot start on this node (a full pg_wal): killed now, every start fails."""
+        self.sim.world.servers[name].fail_start = broken
+        if broken:
+            self.sim.kill_postgres(name)
+        self.sim.run(seconds)
+
+    @rule(name=node, seconds=pause)
+    def stop_manager(self, name: str, seconds: float) -> None:
+        self.sim.stop_manager(name)
+        self.sim.run(seconds)
+
+    @rule(order=st.permutations(NODES), seconds=pause)
+    def restart_all(self, order: list[str], seconds: float) -> None:
+        """docker compose down, then up: every node stopped cleanly in turn, then all started."""
+        for name in order:
+            self.sim.stop_manager(name)
+            self.sim.run(0.5)
+        for name in NODES:
+            self.sim.boot(name)
+        self.sim.run(seconds)
+
+    @precondition(lambda self: self.sim.leader() is not None)
+    @rule(candidate=st.one_of(st.none(), node), seconds=pause)
+    def switchover(self, candidate: str | None, seconds: float) -> None:
+        leader = self.sim.leader()
+        assert leader is not None
+        if candidate != leader:
+            self.sim.switchover(leader, candidate)
+        self.sim.run(seconds)
+
+    @rule(name=node, kind=st.sampled_from(["restart", "reinitialize", "reload"]), seconds=pause)
+    def operator_request(self, name: str, kind: str, seconds: float) -> None:
+        """POST /restart, /reinitialize or /reload on one node (through its intent queue)."""
+        submit(self.sim.nodes[name].run_dir, kind)
+        self.sim.run(seconds)
+
+    @rule(lag=st.sampled_from([0, 500, 1048576]), seconds=pause)
+    def maximum_lag(self, lag: int, seconds: float) -> None:
+        self.sim.set_config(maximum_lag_on_failover=lag)
+        self.sim.run(seconds)
+
+    @rule(ttl=st.sampled_from([5, 8, 12]), seconds=pause)
+    def ttl_change(self, ttl: int, seconds: float) -> None:
+        self.sim.set_config(ttl=ttl)
+        self.sim.run(seconds)
+
+    @rule(paused=st.booleans(), seconds=pause)
+    def pause_cluster(self, paused: bool, seconds: float) -> None:
+        self.sim.set_config(pause=paused)
+        self.sim.run(seconds)
+        if paused:
+            self.sim.set_config(pause=False)  # a paused cluster is not expected to heal itself
+
+
+FaultSchedule.TestCase.settings = settings(
+    max_examples=EXAMPLES, stateful_step_count=12, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+test_random_fault_schedules = pytest.mark.timeout(900)(FaultSchedule.TestCase)
