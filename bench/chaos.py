@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.demo.cluster import DemoCluster
 from appliance.net.http import request
 from appliance.postgres.process import read_pid_file
-from appliance.runtime.demo import DemoCluster
 from tests.integration.ha_helpers import (
     Ledger,
     WritablePoller,

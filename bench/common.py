@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from appliance.runtime.demo import DemoCluster
+from appliance.demo.cluster import DemoCluster
 from tests.support.cluster import new_demo, teardown
 
 

@@ -28,8 +28,9 @@ from typing import IO, Any, NamedTuple
 
 import yaml
 
-from appliance.runtime import procs
-from appliance.runtime.demo import DemoCluster, node_environment
+from appliance.demo import procs
+from appliance.demo.cluster import DemoCluster, node_environment
+from appliance.net.http import request
 from bench.common import fresh_cluster
 from tests.integration.ha_helpers import healthy, wait_until
 from tests.support.etcd import EtcdCluster, free_port
@@ -140,12 +141,7 @@ def config_api_port(config: dict[str, Any]) -> int:
 
 def http_status(host: str, port: int, path: str, timeout: float = 2.0) -> int | None:
     try:
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        try:
-            conn.request("GET", path)
-            return conn.getresponse().status
-        finally:
-            conn.close()
+        return request(f"http://{host}:{port}{path}", timeout=timeout).status
     except OSError:
         return None
 

@@ -15,8 +15,8 @@ import json
 import statistics
 import time
 
+from appliance.demo.cluster import DemoCluster
 from appliance.net.http import request
-from appliance.runtime.demo import DemoCluster
 from bench.common import fresh_cluster, write_gap
 from bench.switchover import GapMeter
 from tests.integration.ha_helpers import healthy, read_view, sql, wait_until

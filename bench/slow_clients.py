@@ -20,8 +20,8 @@ import statistics
 import threading
 import time
 
+from appliance.demo.cluster import DemoCluster
 from appliance.net.http import Client, request
-from appliance.runtime.demo import DemoCluster
 from bench.common import fresh_cluster, report
 from tests.integration.ha_helpers import healthy, wait_until
 

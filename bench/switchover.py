@@ -9,8 +9,8 @@ import argparse
 import threading
 import time
 
+from appliance.demo.cluster import DemoCluster
 from appliance.net.http import request
-from appliance.runtime.demo import DemoCluster
 from bench.common import can_write, fresh_cluster, report
 from tests.integration.ha_helpers import healthy, read_view, sql, wait_until
 

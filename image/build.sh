@@ -42,7 +42,7 @@ wheelhouse() {
     "$py" -m pip download --quiet --disable-pip-version-check --dest "$WHEELS" --only-binary=:all: \
         --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
         --platform "manylinux2014_$arch" --platform "manylinux_2_17_$arch" --platform "manylinux_2_28_$arch" \
-        --platform any -r "$reqs" >&2 || { rm -f "$reqs"; return 1; }
+        --platform any -c constraints.txt -r "$reqs" >&2 || { rm -f "$reqs"; return 1; }
     rm -f "$reqs"
 }
 

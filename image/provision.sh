@@ -8,14 +8,16 @@
 #             HAProxy 2.6 and python3 from Debian bookworm, etcd 3.5 from Debian trixie (see
 #             etcd_source), the appliance's directories
 #     etcd-source  only the apt source and pin of etcd_source (scripts/setup uses it)
-#     deps    the venv (from Debian's /usr/bin/python3) with the package's third-party dependencies
+#     deps    the venv (from Debian's /usr/bin/python3) with the package's third-party dependencies, at
+#             the versions constraints.txt (beside pyproject.toml) pins
 #     app     the appliance package itself, /etc/pgappliance/appliance.yml, /usr/local/bin/appliance
 #   The Dockerfile runs the phases separately so that a code change rebuilds only `app`.
 #
 # Parameters (environment):
 #   PGAPPLIANCE_UID / PGAPPLIANCE_GID   postgres's uid/gid (999/999, as the official postgres image)
 #   PGAPPLIANCE_VENV                    the venv (/opt/pgappliance/venv)
-#   PGAPPLIANCE_SRC                     the source tree with pyproject.toml (default: this script's ../)
+#   PGAPPLIANCE_SRC                     the source tree with pyproject.toml and constraints.txt (default:
+#                                       this script's ../)
 #   PGAPPLIANCE_PG_MAJOR                PostgreSQL major version (15)
 #   PGAPPLIANCE_EXTRAS                  pip extras of the package, e.g. "dev" (none)
 #   PGAPPLIANCE_WHEELS                  a directory of wheels: install the dependencies from it only
@@ -149,6 +151,7 @@ wheel_args() {
 
 phase_deps() {
     [ -f "$SRC/pyproject.toml" ] || die "no pyproject.toml in $SRC: set PGAPPLIANCE_SRC"
+    [ -f "$SRC/constraints.txt" ] || die "no constraints.txt in $SRC: it pins the dependencies (copy it beside pyproject.toml)"
     if [ ! -x "$VENV/bin/python" ]; then
         mkdir -p "$(dirname "$VENV")"
         if slim; then /usr/bin/python3 -m venv --without-pip "$VENV"; else /usr/bin/python3 -m venv "$VENV"; fi
@@ -166,7 +169,7 @@ for extra in filter(None, sys.argv[2].split(",")):
 print("\n".join(deps))
 EOF
     # shellcheck disable=SC2046
-    pip_ install -q $(wheel_args) -r "$reqs"
+    pip_ install -q $(wheel_args) -c "$SRC/constraints.txt" -r "$reqs"
     rm -f "$reqs"
     say "dependencies installed in $VENV"
 }

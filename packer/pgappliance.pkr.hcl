@@ -67,7 +67,7 @@ build {
 
   # What image/Dockerfile copies into the container build, at the same relative paths.
   provisioner "file" {
-    sources     = ["${local.src}/pyproject.toml", "${local.src}/README.md", "${local.src}/appliance"]
+    sources     = ["${local.src}/pyproject.toml", "${local.src}/constraints.txt", "${local.src}/README.md", "${local.src}/appliance"]
     destination = "${local.stage}/src/"
   }
 

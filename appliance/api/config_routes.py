@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from flask import Flask, Response, jsonify
@@ -10,23 +9,11 @@ from flask import Flask, Response, jsonify
 from appliance.api.body import json_body
 from appliance.api.context import ApiContext, Unavailable
 from appliance.api.control import answered
+from appliance.config import validate_dynamic
 from appliance.config.errors import ConfigError
-from appliance.config.layering import validate_dynamic
+from appliance.config.tree import merge_patch
 
 PUT_ATTEMPTS = 3
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7396 JSON merge patch: objects merge recursively, ``null`` deletes, anything else replaces."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
 
 
 def _without_nulls(doc: dict[str, Any]) -> dict[str, Any]:

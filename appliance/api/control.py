@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 
 from appliance.api import restart as restart_rules
-from appliance.api import switchover as sw
+from appliance.api import switchover_checks as sw
 from appliance.api.body import BadInput, json_body, optional_bool, optional_str, reject_unknown, text
 from appliance.api.context import ApiContext, Unavailable
 from appliance.core.model import ClusterView, Failover

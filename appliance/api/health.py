@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.core.election import wal_lag
+from appliance.core.flags import tag_set
+from appliance.core.wal import wal_lag
 from appliance.manager.channel import staleness
 
 _UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
@@ -137,8 +138,7 @@ def _replica(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdic
     problem = doc.get("replication_problem")
     if problem:
         return Verdict(503, f"stale replica: {problem}")
-    tags = doc.get("tags") or {}
-    if str(tags.get("noloadbalance", "")).lower() in {"true", "1", "yes", "on"}:
+    if tag_set(doc.get("tags"), "noloadbalance"):
         return Verdict(503, "tagged noloadbalance")
     want_state = args.get("replication_state")
     if want_state and pg.get("replication_state") != want_state:

@@ -11,7 +11,7 @@ from flask import Response
 
 from appliance.api.body import BadInput, json_body, optional_bool, text
 from appliance.api.context import ApiContext
-from appliance.api.switchover import parse_schedule
+from appliance.api.switchover_checks import parse_schedule
 
 ROLES = ("primary", "standby_leader", "replica")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h|d)?\s*$")

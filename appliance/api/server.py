@@ -168,8 +168,8 @@ class ReloadingTls:
 
 def serve(config_path: str, listen_fd: int | None = None) -> None:
     """Load the node's configuration and serve the API on restapi.listen until stopped."""
+    from appliance.config import resolve
     from appliance.config.errors import ConfigError
-    from appliance.config.layering import resolve
     from appliance.dcs.factory import etcd_from_config
     from appliance.manager.settings import check_security, load_node_config
 

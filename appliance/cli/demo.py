@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 import click
 
-from appliance.runtime.demo import DemoCluster, DemoError
-from appliance.runtime.demo_layout import DEFAULT_DIR
+from appliance.demo.cluster import DemoCluster, DemoError
+from appliance.demo.layout import DEFAULT_DIR
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -14,6 +14,7 @@ from appliance.config.patroni_keys import DYNAMIC_POSTGRESQL_IGNORED, DYNAMIC_TO
 from appliance.config.schema import CLUSTER_WIDE_MINIMUMS, DynamicConfig, DynamicPostgresql
 from appliance.config.tree import Tree, dotted, flatten, leaf_paths, merge
 from appliance.config.validation import problems_from
+from appliance.core.flags import parse_bool
 
 DCS_SOURCE = "dcs config"
 DYNAMIC_TOP_KEYS = frozenset(DynamicConfig.model_fields) - {"postgresql"}
@@ -112,9 +113,6 @@ def check_dynamic(doc: Mapping[str, Any], origin: Origin, *, strict: bool) -> Dy
     return DynamicResult(config, flat, tuple(warnings))
 
 
-_BOOL_TEXT = {"true": True, "on": True, "yes": True, "1": True, "false": False, "off": False, "no": False, "0": False}
-
-
 def _coerce_strings(merged: Tree, sources: Origin) -> list[str]:
     """A DCS document written by another tool may hold "30" or "on": read them as Patroni does (our
     own writes refuse them, so they never come from us), each with a warning."""
@@ -126,8 +124,8 @@ def _coerce_strings(merged: Tree, sources: Origin) -> list[str]:
         text = value.strip().lower()
         if field.annotation is int and text.lstrip("-").isdigit():
             merged[key] = int(text)
-        elif field.annotation is bool and text in _BOOL_TEXT:
-            merged[key] = _BOOL_TEXT[text]
+        elif field.annotation is bool and parse_bool(text) is not None:
+            merged[key] = parse_bool(text)
         else:
             continue
         name, source = _locate(sources, (key,))

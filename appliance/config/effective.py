@@ -8,7 +8,7 @@ from typing import Any
 
 from appliance.config.dynamic import DCS_SOURCE, DynamicResult, check_dynamic, origin_of
 from appliance.config.errors import ConfigError, redact
-from appliance.config.layers import LocalLayers, derived_provenance, validate_local
+from appliance.config.local_layers import LocalLayers, derived_provenance, validate_local
 from appliance.config.schema import DynamicConfig, LocalConfig, split_listen
 from appliance.config.tree import MISSING, dotted, flatten, get_path, leaf_paths, same_setting, source_of
 

@@ -37,8 +37,8 @@ def merge(
     """Merge ``src`` over ``dst`` in place: mappings merge, anything else (lists too) replaces.
 
     ``dst_prov``/``src_prov`` map dotted keys to where each leaf came from and follow the merge.
-    ``null_deletes`` gives JSON merge-patch semantics (the DCS ``config`` key); in local YAML and
-    env a null is a value like any other.
+    ``null_deletes`` gives JSON merge-patch semantics (RFC 7396, the DCS ``config`` key); in local
+    YAML and env a null is a value like any other.
     """
     for key, value in src.items():
         path = (*prefix, key)
@@ -48,10 +48,27 @@ def merge(
             drop_provenance(dst_prov, name)
         elif isinstance(value, dict) and isinstance(dst.get(key), dict):
             merge(dst[key], dst_prov, value, src_prov, null_deletes=null_deletes, prefix=path)
+        elif isinstance(value, dict) and null_deletes:
+            # RFC 7396: an object patches an empty object, so its own nulls delete (are not stored).
+            drop_provenance(dst_prov, name)
+            dst[key] = {}
+            if name in src_prov:
+                dst_prov[name] = src_prov[name]
+            merge(dst[key], dst_prov, value, src_prov, null_deletes=True, prefix=path)
         else:
             drop_provenance(dst_prov, name)
             dst[key] = copy.deepcopy(value)
             dst_prov.update({k: v for k, v in src_prov.items() if _under(k, name)})
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch, as a new value: an object patch merges key by key (null deletes,
+    nested objects recurse), any other patch replaces the target. Neither argument is changed."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result: Tree = copy.deepcopy(target) if isinstance(target, dict) else {}
+    merge(result, {}, patch, {}, null_deletes=True)
+    return result
 
 
 def flatten(tree: Tree, prefix: tuple[str, ...] = ()) -> dict[str, Any]:

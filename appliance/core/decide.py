@@ -5,9 +5,9 @@ from __future__ import annotations
 from appliance.core import actions as a
 from appliance.core import retry
 from appliance.core.election import diverged, ineligible_reason, switchover_due
+from appliance.core.failover_key import switchover_actions
 from appliance.core.model import ClusterView, Member, Role
 from appliance.core.state import DataDir, HaSettings, LocalState
-from appliance.core.switchover import switchover_actions
 from appliance.core.sync import sync_actions
 from appliance.core.timelines import reconciled_history
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from appliance.core.candidates import sync_problem, tag_problem
+from appliance.core.failover_key import scheduled_epoch
 from appliance.core.model import ClusterView, Role
 from appliance.core.state import HaSettings, LocalState, PeerStatus
-from appliance.core.switchover import scheduled_epoch
 from appliance.core.timelines import forked_elsewhere, replica_problem
+from appliance.core.wal import wal_lag
 
 
 def ineligible_reason(view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
@@ -26,10 +28,9 @@ def ineligible_reason(view: ClusterView, local: LocalState, cfg: HaSettings) -> 
 
 
 def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
-    if cfg.nofailover:
-        return "tagged nofailover"
-    if cfg.failover_priority <= 0:
-        return f"failover_priority is {cfg.failover_priority}"
+    tags = tag_problem(cfg.nofailover, cfg.failover_priority)
+    if tags:
+        return tags
     if local.fence_problem:
         return f"cannot be fenced: {local.fence_problem}"
     fo = view.failover
@@ -40,9 +41,9 @@ def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> st
         return "WAL position unknown"
     if cfg.failsafe_mode and view.failsafe and local.name not in view.failsafe:
         return "not listed in /failsafe"
-    if cfg.synchronous_mode and view.sync is not None and view.sync.leader and not view.sync.matches(local.name):
-        listed = ",".join(view.sync.sync_standby) or "none"
-        return f"synchronous_mode: not named in the sync key (sync standbys: {listed})"
+    unsynced = sync_problem(view, local.name, cfg.synchronous_mode)
+    if unsynced:
+        return f"synchronous_mode: {unsynced}"
     optime = view.status.optime
     lag = wal_lag(optime, local.wal_position)
     if lag > cfg.maximum_lag_on_failover:
@@ -64,7 +65,7 @@ def _another_can_take_over(view: ClusterView, local: LocalState, cfg: HaSettings
     for peer in local.peers:
         if peer.name in (local.name, fo.member if fo else None) or not (peer.reachable and peer.running):
             continue
-        if peer.nofailover or peer.failover_priority <= 0 or peer.wal_position is None:
+        if tag_problem(peer.nofailover, peer.failover_priority) or peer.wal_position is None:
             continue
         if sync is not None and peer.name not in sync.sync_standby:
             continue
@@ -85,20 +86,6 @@ def switchover_due(view: ClusterView, local: LocalState) -> bool:
     return when is not None and when <= local.wall_time
 
 
-WAL_SEGMENT = 16 * 1024 * 1024
-
-
-def wal_lag(optime: int | None, position: int) -> int:
-    """Bytes ``position`` is behind ``optime``. An idle primary that just switched segments (every
-    pg_basebackup ends with a switch) reports the next segment's start while its replicas sit on the
-    switch record at the end of the previous one: that gap is padding, not missing WAL."""
-    if optime is None or optime <= position:
-        return 0
-    if optime % WAL_SEGMENT == 0 and optime - WAL_SEGMENT <= position:
-        return 0
-    return optime - position
-
-
 def _requested_candidate(view: ClusterView, local: LocalState) -> str | None:
     if not switchover_due(view, local):
         return None
@@ -117,9 +104,7 @@ def _peer_beats_us(peer: PeerStatus, view: ClusterView, local: LocalState, cfg: 
     fo = view.failover
     if fo is not None and fo.leader == peer.name and switchover_due(view, local):
         return None  # the switchover is away from it: it takes over only when nobody else can
-    if peer.nofailover or peer.failover_priority <= 0:
-        return None
-    if cfg.synchronous_mode and view.sync is not None and view.sync.leader and not view.sync.matches(peer.name):
+    if tag_problem(peer.nofailover, peer.failover_priority) or sync_problem(view, peer.name, cfg.synchronous_mode):
         return None
     if peer.wal_position is None or local.wal_position is None:
         return None

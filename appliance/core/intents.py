@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.core import actions as a
+from appliance.core.failover_key import scheduled_epoch
 from appliance.core.model import ClusterView
 from appliance.core.state import LocalState
-from appliance.core.switchover import scheduled_epoch
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from appliance.core.flags import failover_priority, tag_set
+
 
 class Role(StrEnum):
     """PostgreSQL role as reported by Patroni (``role`` in members/<name> and /patroni)."""
@@ -58,26 +60,15 @@ class Member:
 
     @property
     def nofailover(self) -> bool:
-        return _truthy(self.tags.get("nofailover"))
+        return tag_set(self.tags, "nofailover")
 
     @property
     def failover_priority(self) -> int:
-        if self.nofailover:
-            return 0
-        try:
-            return int(self.tags.get("failover_priority", 1))
-        except (TypeError, ValueError):
-            return 1
+        return failover_priority(self.tags)
 
     @property
     def nosync(self) -> bool:
-        return _truthy(self.tags.get("nosync"))
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    return bool(value)
+        return tag_set(self.tags, "nosync")
 
 
 @dataclass(frozen=True)

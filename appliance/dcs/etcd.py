@@ -162,3 +162,7 @@ class EtcdDCS(KVSession):
 
     def set_retry_timeout(self, seconds: float) -> None:
         self.transport.set_retry_timeout(seconds)
+
+    def first_answering(self, timeout: float) -> str | None:
+        """The first etcd member that answers a local read (up, even without quorum), or None."""
+        return self.transport.first_answering(timeout)

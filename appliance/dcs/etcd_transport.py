@@ -1,4 +1,4 @@
-"""gRPC access to every etcd member: per-request timeouts, failover between endpoints, auth, DCSError."""
+"""gRPC access to every etcd member (timeouts, failover, auth, DCSError) and its few membership calls."""
 
 from __future__ import annotations
 
@@ -76,6 +76,25 @@ class EtcdTls:
                                             certificate_chain=self.cert)
 
 
+@dataclass(frozen=True)
+class EtcdMember:
+    """One member of the etcd cluster (IDs in decimal, as etcd's JSON gateway shows them)."""
+
+    id: str
+    name: str
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+
+    @property
+    def started(self) -> bool:
+        # A member publishes its name and client URLs through raft once it has joined the quorum.
+        return bool(self.client_urls)
+
+    @classmethod
+    def from_pb(cls, member: Any) -> EtcdMember:
+        return cls(str(member.ID), str(member.name), tuple(member.peerURLs), tuple(member.clientURLs))
+
+
 def parse_host(host: str, tls: bool = False) -> str:
     """``host``, ``host:port`` or ``http(s)://host:port`` → gRPC target ``host:port`` (default port 2379)."""
     target = host.strip()
@@ -138,6 +157,14 @@ class Endpoint:
     @property
     def auth(self) -> Any:
         return self._stub("auth", etcdrpc.AuthStub)
+
+    @property
+    def cluster(self) -> Any:
+        return self._stub("cluster", etcdrpc.ClusterStub)
+
+    @property
+    def maintenance(self) -> Any:
+        return self._stub("maintenance", etcdrpc.MaintenanceStub)
 
     def close(self) -> None:
         with self._lock:
@@ -297,6 +324,42 @@ class EtcdTransport:
         metadata, _ = self.call("authenticate", lambda ep, timeout, md: md)
         index, endpoint = self.current()
         return index, endpoint, metadata
+
+    def member_list(self) -> list[EtcdMember]:
+        response, _ = self.call("member list", lambda ep, t, md: ep.cluster.MemberList(
+            etcdrpc.MemberListRequest(), timeout=t, metadata=md))
+        return [EtcdMember.from_pb(m) for m in response.members]
+
+    def member_add(self, peer_urls: list[str]) -> list[EtcdMember]:
+        """Add an (unstarted) member; the member list etcd answers, the new one included."""
+        response, _ = self.call("member add", lambda ep, t, md: ep.cluster.MemberAdd(
+            etcdrpc.MemberAddRequest(peerURLs=list(peer_urls)), timeout=t, metadata=md))
+        return [EtcdMember.from_pb(m) for m in response.members]
+
+    def member_remove(self, member_id: str) -> None:
+        self.call("member remove", lambda ep, t, md: ep.cluster.MemberRemove(
+            etcdrpc.MemberRemoveRequest(ID=int(member_id)), timeout=t, metadata=md))
+
+    def has_leader(self) -> bool:
+        """Whether the member asked knows a raft leader (no leader: the cluster has no quorum)."""
+        response, _ = self.call("status", lambda ep, t, md: ep.maintenance.Status(
+            etcdrpc.StatusRequest(), timeout=t, metadata=md))
+        return int(response.leader) != 0
+
+    def first_answering(self, timeout: float) -> str | None:
+        """The first member that answers a serializable (local) read, asked one by one without failover:
+        it is up even when the cluster has no quorum (an auth refusal is an answer too)."""
+        request = etcdrpc.RangeRequest(key=b"\0", serializable=True, limit=1)
+        for endpoint in self.endpoints:
+            try:
+                endpoint.kv.Range(request, timeout=timeout)
+                return endpoint.target
+            except grpc.RpcError as exc:
+                if "auth" in str(exc).lower() or "token" in str(exc).lower():
+                    return endpoint.target
+            except DCSError:
+                continue
+        return None
 
     def close(self) -> None:
         self._closed = True

@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from appliance.config import Effective, LocalLayers, bootstrap_dynamic, build_local, load_local, resolve
 from appliance.config.errors import ConfigError, Problem
-from appliance.config.layering import Effective, LocalLayers, bootstrap_dynamic, build_local, load_local, resolve
 from appliance.config.schema import LocalConfig
 from appliance.config.security import insecure_channels
 from appliance.core import actions as a

@@ -26,7 +26,7 @@ EXIT_FATAL = 3
 
 
 def build(config_path: str | None) -> Manager:
-    from appliance.config.layering import bootstrap_dynamic, resolve
+    from appliance.config import bootstrap_dynamic, resolve
     from appliance.postgres.validate import check_local
 
     layers, local = load_node_config(config_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from appliance.core.flags import failover_priority, tag_set
 from appliance.core.model import Member
 from appliance.core.state import PeerStatus
 from appliance.net.http import Client, request
@@ -20,14 +21,9 @@ def wal_position(doc: dict[str, Any]) -> int | None:
 
 def parse_status(name: str, doc: dict[str, Any]) -> PeerStatus:
     tags = doc.get("tags") or {}
-    nofailover = str(tags.get("nofailover", "")).lower() in {"true", "1", "yes", "on"}
-    try:
-        priority = int(tags.get("failover_priority", 1))
-    except (TypeError, ValueError):
-        priority = 1
     return PeerStatus(name=name, reachable=True, role=doc.get("role"), running=doc.get("state") == "running",
-                      wal_position=wal_position(doc), failover_priority=0 if nofailover else priority,
-                      nofailover=nofailover)
+                      wal_position=wal_position(doc), failover_priority=failover_priority(tags),
+                      nofailover=tag_set(tags, "nofailover"))
 
 
 def fetch_one(member: Member, timeout: float, client: Client | None = None) -> PeerStatus:

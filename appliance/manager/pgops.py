@@ -18,10 +18,12 @@ import psycopg
 
 from appliance.core.model import HistoryEntry, Member
 from appliance.core.state import DataDir, StandbyConn
+from appliance.core.wal import parse_lsn
 from appliance.manager.jobs import RetryLater
-from appliance.postgres.config import ConnInfo, parse_conn_url
+from appliance.net.address import parse_conn_url
+from appliance.postgres.config import ConnInfo
 from appliance.postgres.control import PostgresControl
-from appliance.postgres.controldata import DataDirState, parse_lsn
+from appliance.postgres.controldata import DataDirState
 from appliance.postgres.errors import PgError
 from appliance.postgres.status import PgStatus
 

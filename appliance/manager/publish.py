@@ -8,6 +8,7 @@ from typing import Any
 from appliance import PATRONI_VERSION, __version__
 from appliance.core.model import ClusterView, Member
 from appliance.core.state import HaSettings
+from appliance.net.address import conn_url_address
 from appliance.postgres.status import PgStatus
 
 
@@ -111,7 +112,7 @@ def cluster_doc(scope: str, view: ClusterView) -> dict[str, Any]:
     leader_lsn = (leader_member.xlog_location if leader_member else None) or view.status.optime
     members = []
     for m in sorted(view.members, key=lambda x: x.name):
-        host, port = _host_port(m.conn_url)
+        host, port = conn_url_address(m.conn_url)
         role = "leader" if m.name == leader else ("sync_standby" if m.name in sync else "replica")
         entry: dict[str, Any] = {"name": m.name, "role": role, "state": m.replication_state or m.state
                                  if m.name != leader else m.state,
@@ -139,15 +140,6 @@ def cluster_doc(scope: str, view: ClusterView) -> dict[str, Any]:
         doc["scheduled_switchover"] = {"at": view.failover.scheduled_at, "from": view.failover.leader,
                                        "to": view.failover.member}
     return doc
-
-
-def _host_port(conn_url: str) -> tuple[str | None, int | None]:
-    rest = conn_url.split("://", 1)[-1].split("/", 1)[0]
-    host, _, port = rest.rpartition(":")
-    try:
-        return host.strip("[]") or None, int(port)
-    except ValueError:
-        return rest or None, None
 
 
 def state_max_age(ha: HaSettings) -> float:

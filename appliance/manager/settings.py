@@ -6,10 +6,11 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
+from appliance.config import Effective, LocalLayers, build_local, load_local
 from appliance.config.errors import ConfigError
-from appliance.config.layering import Effective, LocalLayers, build_local, load_local
 from appliance.config.schema import DynamicConfig, LocalConfig
 from appliance.config.security import security_problems, security_warnings
+from appliance.core.flags import failover_priority, tag_set
 from appliance.core.state import HaSettings
 from appliance.postgres.config import PgConfig
 from appliance.postgres.settings import pg_config_from_settings
@@ -32,11 +33,6 @@ def check_security(layers: LocalLayers, local: LocalConfig) -> list[str]:
 
 def ha_settings(dynamic: DynamicConfig, local: LocalConfig) -> HaSettings:
     tags = local.tags
-    nofailover = str(tags.get("nofailover", "")).lower() in {"true", "1", "yes", "on"}
-    try:
-        priority = int(tags.get("failover_priority", 1))
-    except (TypeError, ValueError):
-        priority = 1
     return HaSettings(
         ttl=dynamic.ttl,
         loop_wait=dynamic.loop_wait,
@@ -55,8 +51,8 @@ def ha_settings(dynamic: DynamicConfig, local: LocalConfig) -> HaSettings:
         use_pg_rewind=dynamic.postgresql.use_pg_rewind,
         use_slots=dynamic.postgresql.use_slots,
         check_timeline=dynamic.check_timeline,
-        nofailover=nofailover,
-        failover_priority=0 if nofailover else priority,
+        nofailover=tag_set(tags, "nofailover"),
+        failover_priority=failover_priority(tags),
         replicatefrom=tags.get("replicatefrom"),
     )
 

@@ -1,19 +1,18 @@
 """PostgreSQL control: initdb, basebackup, start/stop, promote, demote, rewind, status, conf files."""
 
+from appliance.core.wal import format_lsn, parse_lsn
+from appliance.net.address import conn_url, parse_conn_url, split_host_port
 from appliance.postgres.config import (
     STRICT_SYNC_PLACEHOLDER,
     ConnInfo,
     PgConfig,
     UserCredentials,
-    conn_url,
     format_sync_names,
-    parse_conn_url,
     slot_name_for,
-    split_host_port,
     strict_sync_names,
 )
 from appliance.postgres.control import PostgresControl, SlotChanges
-from appliance.postgres.controldata import ControlData, DataDirState, format_lsn, parse_lsn
+from appliance.postgres.controldata import ControlData, DataDirState
 from appliance.postgres.errors import DataDirNotEmpty, PgError
 from appliance.postgres.status import PendingRestart, PgStatus, ReplicaConnection, WalReceiver
 

@@ -7,8 +7,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
+from appliance.net.address import conn_url
 from appliance.postgres.hba import compose
 
 DEFAULT_BIN_DIR = "/usr/lib/postgresql/15/bin"
@@ -99,28 +99,6 @@ class ConnInfo:
 
     def __repr__(self) -> str:
         return f"ConnInfo({self.dsn(with_password=False)!r})"
-
-
-def conn_url(host: str, port: int) -> str:
-    """Patroni's member ``conn_url``: ``postgres://host:port/postgres``."""
-    shown = f"[{host}]" if ":" in host else host
-    return f"postgres://{shown}:{port}/postgres"
-
-
-def parse_conn_url(url: str) -> tuple[str, int]:
-    """``postgres://host:port/db`` -> (host, port); raises ValueError naming what is wrong."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
-        raise ValueError(f"conn_url {url!r} is not of the form postgres://host:port/postgres")
-    return parts.hostname, parts.port or 5432
-
-
-def split_host_port(address: str, default_port: int = 5432) -> tuple[str, int]:
-    """``host:port`` (or ``[v6]:port``) -> (host, port), as in Patroni's listen/connect_address."""
-    host, sep, port = address.rpartition(":")
-    if not sep or "]" in port:
-        return address.strip("[]"), default_port
-    return host.strip("[]"), int(port)
 
 
 def format_sync_names(names: Iterable[str], count: int = 1) -> str:

@@ -1,4 +1,4 @@
-"""Pure parsing: LSNs, pg_controldata output, and what a data directory holds."""
+"""Pure parsing: pg_controldata output, and what a data directory holds."""
 
 from __future__ import annotations
 
@@ -6,25 +6,12 @@ import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from appliance.core.wal import parse_lsn
 from appliance.postgres.files import incomplete_marker
 
 # pg_control states after which this data dir was (or is becoming) a primary.
 PRIMARY_STATES = frozenset({"in production", "shut down", "shutting down", "in crash recovery"})
 CLEAN_SHUTDOWN_STATES = frozenset({"shut down", "shut down in recovery"})
-
-
-def parse_lsn(text: str | None) -> int | None:
-    """'16/B374D848' -> 0x16B374D848; None or '' -> None."""
-    if not text:
-        return None
-    hi, sep, lo = text.strip().partition("/")
-    if not sep:
-        raise ValueError(f"not an LSN: {text!r}")
-    return (int(hi, 16) << 32) | int(lo, 16)
-
-
-def format_lsn(lsn: int) -> str:
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 class DataDirState(StrEnum):

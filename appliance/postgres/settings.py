@@ -7,7 +7,8 @@ from typing import Any
 
 from appliance.config.schema import LocalConfig, UserAuth
 from appliance.config.security import postgresql_tls_files
-from appliance.postgres.config import DEFAULT_SOCKET_DIR, PgConfig, ServerTls, UserCredentials, split_host_port
+from appliance.net.address import split_host_port
+from appliance.postgres.config import DEFAULT_SOCKET_DIR, PgConfig, ServerTls, UserCredentials
 
 # UserAuth fields that are libpq connection options.
 _LIBPQ_OPTIONS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "channel_binding")

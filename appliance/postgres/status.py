@@ -9,8 +9,8 @@ from typing import Any
 
 import psycopg
 
+from appliance.core.wal import parse_lsn
 from appliance.postgres.config import ConnInfo
-from appliance.postgres.controldata import parse_lsn
 
 STREAMING = "streaming"
 IN_ARCHIVE_RECOVERY = "in archive recovery"

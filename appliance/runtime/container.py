@@ -22,7 +22,8 @@ from appliance.config.errors import ConfigError
 from appliance.config.schema import LocalConfig, split_listen
 from appliance.config.tree import Tree, merge, set_path
 from appliance.config.yamlfile import expand_paths, read_files
-from appliance.postgres.config import split_host_port
+from appliance.core.flags import parse_bool
+from appliance.net.address import split_host_port
 from appliance.proxy.haproxy import ProxyNode
 from appliance.runtime.container_identity import derive_secret
 
@@ -221,7 +222,7 @@ def database_passwords(config: LocalConfig, env: Mapping[str, str], initialised:
     tree: Tree = {}
     auth = config.postgresql.authentication
     password = auth.superuser.password
-    if not password and env.get(DEMO_ENV, "").lower() in ("1", "true", "yes", "on"):
+    if not password and parse_bool(env.get(DEMO_ENV, "")) is True:
         password = DEMO_PASSWORD
         set_path(tree, ("postgresql", "authentication", "superuser", "password"), password)
     if not password and not initialised:

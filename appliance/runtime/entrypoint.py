@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from appliance.config import bootstrap_dynamic, build_local, load_local
 from appliance.config.errors import ConfigError
-from appliance.config.layering import bootstrap_dynamic, build_local, load_local
 from appliance.config.schema import LocalConfig
 from appliance.config.security import security_problems, security_warnings
 from appliance.config.tree import merge
@@ -30,8 +30,8 @@ from appliance.postgres.validate import Checks, check_local, postgres_checks
 from appliance.proxy.haproxy import ProxySettings, render_haproxy_cfg
 from appliance.runtime import container as ct
 from appliance.runtime.container_identity import IdentityError, materialise
-from appliance.runtime.etcd import client_urls, own_client_url, peer_url
 from appliance.runtime.etcd_join import EtcdPlan, Gateway, JoinRefused, JoinRequest, gateway_for, plan_start
+from appliance.runtime.etcd_server import client_urls, own_client_url, peer_url
 from appliance.runtime.initdb_scripts import INITDB_DIR, PENDING_MARKER, RUNNING_MARKER
 from appliance.runtime.node import node_supervisor_spec
 from appliance.runtime.supervisor import LogTarget, Program, render_supervisord_conf

@@ -4,24 +4,24 @@ A member whose data dir is gone cannot come back as itself (etcd: "member has al
 bootstrapped"). While the other members have quorum it is replaced (conventions §4.2): remove the
 old member, add a new one with the same peer URL, and start with ``existing`` and the member list
 that ``member add`` returned. Without quorum nothing is removed: the start is refused, saying why.
-Everything goes through etcd's v3 JSON gateway (``/v3/cluster/member/*``, ``/v3/maintenance/status``).
+Everything goes through the etcd client of the DCS (EtcdTransport: the Cluster and Maintenance services).
 """
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from appliance.config.schema import LocalConfig
-from appliance.net.http import Client
-from appliance.runtime.etcd import ClusterState
+from appliance.dcs.base import DCSError
+from appliance.dcs.etcd_transport import EtcdMember, EtcdTls, EtcdTransport
+from appliance.runtime.etcd_server import ClusterState
+
+T = TypeVar("T")
 
 
 class JoinRefused(RuntimeError):
@@ -30,28 +30,6 @@ class JoinRefused(RuntimeError):
 
 class GatewayError(RuntimeError):
     """One etcd endpoint did not answer or answered with an error."""
-
-
-@dataclass(frozen=True)
-class EtcdMember:
-    id: str
-    name: str
-    peer_urls: tuple[str, ...]
-    client_urls: tuple[str, ...]
-
-    @property
-    def started(self) -> bool:
-        # A member publishes its name and client URLs through raft once it has joined the quorum.
-        return bool(self.client_urls)
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> EtcdMember:
-        return cls(
-            id=str(doc.get("ID", "")),
-            name=str(doc.get("name", "")),
-            peer_urls=tuple(doc.get("peerURLs") or ()),
-            client_urls=tuple(doc.get("clientURLs") or ()),
-        )
 
 
 @dataclass(frozen=True)
@@ -64,7 +42,7 @@ class EtcdPlan:
 
 
 class Gateway(Protocol):
-    """The v3 cluster API of the running members (the real one speaks HTTP; tests use a fake)."""
+    """The v3 cluster API of the running members (the real one speaks gRPC; tests use a fake)."""
 
     def member_list(self, url: str) -> list[EtcdMember]: ...
     def has_leader(self, url: str) -> bool: ...
@@ -72,68 +50,55 @@ class Gateway(Protocol):
     def member_add(self, url: str, peer_urls: Sequence[str]) -> list[EtcdMember]: ...
 
 
-class HttpGateway:
-    """etcd's gRPC-JSON gateway (HTTPS with a client certificate, or plain HTTP), with user/password
-    auth: member changes need the root user once etcd auth is on."""
+class EtcdGateway:
+    """The other members' cluster API over gRPC, one member at a time (EtcdTransport: TLS with this node's
+    certificate, user/password auth: member changes need the root user once etcd auth is on)."""
 
     def __init__(self, timeout: float = 3.0, username: str | None = None, password: str | None = None,
-                 client: Client | None = None) -> None:
-        self.timeout = timeout
+                 tls_files: tuple[str | None, str | None, str | None] | None = None,
+                 probe_timeout: float = 1.0) -> None:
+        self.timeout = timeout  # the budget of a member change
+        # ... and of a look (member list, status): a member not up yet refuses at once, but the transport
+        # retries within its budget, and a new cluster's members all look at each other before bootstrapping.
+        self.probe_timeout = probe_timeout
         self.username = username
         self.password = password
-        self.client = client
+        self.tls_files = tls_files  # (CA, certificate, key) paths, read when a member is asked
 
-    def _post(self, url: str, path: str, body: dict[str, Any], token: str | None = None) -> dict[str, Any]:
-        request = urllib.request.Request(
-            url.rstrip("/") + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-        )
-        if token:
-            request.add_header("Authorization", token)
-        context = (self.client or Client()).context() if url.startswith("https://") else None
+    def _ask(self, url: str, what: str, call: Callable[[EtcdTransport], T], budget: float) -> T:
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=context) as response:
-                doc = json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:300]
-            raise GatewayError(f"{url}{path}: HTTP {exc.code}: {detail}") from None
-        except (OSError, ValueError) as exc:
-            raise GatewayError(f"{url}{path}: {exc}") from None
-        if isinstance(doc, dict) and doc.get("error"):
-            raise GatewayError(f"{url}{path}: {doc.get('error')}")
-        return doc if isinstance(doc, dict) else {}
-
-    def _call(self, url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        token = None
-        if self.username:
-            try:
-                login = {"name": self.username, "password": self.password or ""}
-                token = str(self._post(url, "/v3/auth/authenticate", login).get("token", ""))
-            except GatewayError as exc:
-                if "authentication is not enabled" not in str(exc):
-                    raise
-        return self._post(url, path, body, token)
+            tls = EtcdTls.from_files(*self.tls_files) if self.tls_files and url.startswith("https://") else None
+            transport = EtcdTransport([url], budget, username=self.username,
+                                      password=(self.password or "") if self.username else None, tls=tls)
+        except ValueError as exc:
+            raise GatewayError(f"{url}: {exc}") from None
+        try:
+            return call(transport)
+        except DCSError as exc:
+            raise GatewayError(f"{url} {what}: {exc}") from None
+        finally:
+            transport.close()
 
     def member_list(self, url: str) -> list[EtcdMember]:
-        return [EtcdMember.from_json(m) for m in self._call(url, "/v3/cluster/member/list", {}).get("members", [])]
+        return self._ask(url, "member list", lambda t: t.member_list(), self.probe_timeout)
 
     def has_leader(self, url: str) -> bool:
-        return str(self._call(url, "/v3/maintenance/status", {}).get("leader", "0")) not in ("", "0")
+        return self._ask(url, "status", lambda t: t.has_leader(), self.probe_timeout)
 
     def member_remove(self, url: str, member_id: str) -> None:
-        self._call(url, "/v3/cluster/member/remove", {"ID": member_id})
+        self._ask(url, "member remove", lambda t: t.member_remove(member_id), self.timeout)
 
     def member_add(self, url: str, peer_urls: Sequence[str]) -> list[EtcdMember]:
-        doc = self._call(url, "/v3/cluster/member/add", {"peerURLs": list(peer_urls)})
-        return [EtcdMember.from_json(m) for m in doc.get("members", [])]
+        return self._ask(url, "member add", lambda t: t.member_add(list(peer_urls)), self.timeout)
 
 
-def gateway_for(config: LocalConfig) -> HttpGateway:
+def gateway_for(config: LocalConfig) -> EtcdGateway:
     """The entrypoint's gateway to the other members: TLS with this node's certificate, as root."""
     tls = config.tls
-    client = Client(cafile=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
+    files = (tls.ca_file, tls.cert_file, tls.key_file)
     if config.etcd.root_password:
-        return HttpGateway(username="root", password=config.etcd.root_password, client=client)
-    return HttpGateway(username=config.etcd3.username, password=config.etcd3.password, client=client)
+        return EtcdGateway(username="root", password=config.etcd.root_password, tls_files=files)
+    return EtcdGateway(username=config.etcd3.username, password=config.etcd3.password, tls_files=files)
 
 
 @dataclass(frozen=True)
@@ -242,7 +207,7 @@ def _rejoin(req: JoinRequest, gateway: Gateway, found: Probe, log: Callable[[str
 
 
 def _hex(member_id: str) -> str:
-    # The gateway shows IDs in decimal; etcdctl and etcd's logs in hex.
+    # EtcdMember IDs are decimal; etcdctl and etcd's logs show them in hex.
     return format(int(member_id), "x") if member_id.isdigit() else member_id
 
 

@@ -11,8 +11,9 @@ import yaml
 from pydantic import ValidationError
 
 from appliance.config.schema import LocalConfig
+from appliance.net.address import host_and_port
 from appliance.proxy.haproxy import haproxy_command
-from appliance.runtime.etcd import ClusterState, etcd_command
+from appliance.runtime.etcd_server import ClusterState, etcd_command
 from appliance.runtime.supervisor import (
     PRIORITIES,
     LogTarget,
@@ -112,8 +113,8 @@ def _program(
 
 def held_socket(listen: str) -> str | None:
     """``host:port`` for supervisord's socket= (None for an IPv6 address, which it cannot parse)."""
-    host, _, port = listen.rpartition(":")
-    if not host or "[" in host or ":" in host or not port.isdigit():
+    host, port = host_and_port(listen)
+    if not host or ":" in host or port is None or not port.isdigit():
         return None
     return f"{host}:{port}"
 

@@ -12,7 +12,7 @@ import psycopg
 
 from appliance.core.model import ClusterView
 from appliance.dcs.etcd import EtcdDCS
-from appliance.runtime.demo import DemoCluster
+from appliance.demo.cluster import DemoCluster
 
 T = TypeVar("T")
 

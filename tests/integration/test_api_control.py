@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -20,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from appliance.net.http import request
-from appliance.runtime.demo import DemoCluster
+from appliance.demo.cluster import DemoCluster
+from appliance.net.http import Client, request
 from appliance.tls import identity
 from tests.integration.ha_helpers import api_get, healthy, read_view, sql, wait_until
 from tests.support.cluster import demo_cluster, free_port
@@ -40,16 +37,9 @@ def cluster() -> Iterator[DemoCluster]:
 
 
 def call(url: str, method: str = "GET", body: Any = None, timeout: float = 60,
-         headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None) -> tuple[int, str]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+         client: Client | None = None) -> tuple[int, str]:
+    answer = request(url, client, method=method, body=body, timeout=timeout)
+    return answer.status, answer.body.decode()
 
 
 def api(cluster: DemoCluster, node: str, method: str, path: str, body: Any = None,
@@ -277,13 +267,12 @@ def tls_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 def test_https_with_basic_auth(tls_api: tuple[str, Path]) -> None:
     base, cert = tls_api
-    context = ssl.create_default_context(cafile=str(cert))
-    code = wait_until("the API over HTTPS", lambda: call(base + "/patroni", context=context, timeout=2)[0], 20)
+    trusting = Client(cafile=str(cert))
+    code = wait_until("the API over HTTPS", lambda: call(base + "/patroni", client=trusting, timeout=2)[0], 20)
     assert code == 200
-    assert call(base + "/reload", "POST", context=context)[0] == 401
-    auth = {"Authorization": "Basic YWRtaW46czNjcmV0"}  # admin:s3cret
-    code, text = call(base + "/reload", "POST", headers=auth, context=context)
+    assert call(base + "/reload", "POST", client=trusting)[0] == 401
+    code, text = call(base + "/reload", "POST", client=trusting.with_auth("admin", "s3cret"))
     assert code == 503 and "manager" in err(text)  # authenticated; no manager runs here, so nothing is queued
-    assert call(base + "/openapi.json", context=context)[0] == 200
+    assert call(base + "/openapi.json", client=trusting)[0] == 200
     with pytest.raises(OSError):  # plain HTTP to the HTTPS port
         call(base.replace("https", "http") + "/patroni", timeout=2)

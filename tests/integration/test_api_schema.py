@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from appliance.api.openapi import build_spec
-from appliance.runtime.demo import DemoCluster
+from appliance.demo.cluster import DemoCluster
 from tests.integration.ha_helpers import healthy, read_view, wait_until
 from tests.support.cluster import demo_cluster
 

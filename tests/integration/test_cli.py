@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from appliance.runtime.demo import DemoCluster
+from appliance.demo.cluster import DemoCluster
 from tests.integration.ha_helpers import healthy, wait_until
 from tests.support.cluster import demo_cluster, free_port
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from appliance.runtime.demo import DemoCluster
+from appliance.demo.cluster import DemoCluster
 from tests.integration.ha_helpers import (
     Ledger,
     api_get,

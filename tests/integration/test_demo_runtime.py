@@ -10,15 +10,15 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from appliance.runtime import procs
-from appliance.runtime.demo import DemoCluster
-from appliance.runtime.demo_layout import PROXY
+from appliance.demo import procs
+from appliance.demo.cluster import DemoCluster
+from appliance.demo.layout import PROXY
+from appliance.net.http import request
 from appliance.runtime.supervisor import FATAL_MARKER, LogTarget, Program, SupervisorSpec, render_supervisord_conf
 from tests.support.cluster import demo_cluster, demo_cluster_fixture
 
@@ -116,10 +116,8 @@ def test_programs_run_as_postgres_and_only_the_selected_ones(etcd_demo: DemoClus
 
 def test_proxy_stats_page_metrics_and_admin_socket(etcd_demo: DemoCluster) -> None:
     stats_url = etcd_demo.status()["proxy"]["stats_url"]
-    with urllib.request.urlopen(stats_url, timeout=5) as response:
-        assert response.status == 200
-    with urllib.request.urlopen(stats_url + "metrics", timeout=5) as response:
-        assert b"haproxy_server_status" in response.read()
+    assert request(stats_url, timeout=5).status == 200
+    assert b"haproxy_server_status" in request(stats_url + "metrics", timeout=5).body
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(5)
         sock.connect(str(etcd_demo.dir / PROXY / "run" / "haproxy.sock"))

@@ -19,8 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from appliance.demo.cluster import DemoCluster
 from appliance.net.http import request
-from appliance.runtime.demo import DemoCluster
 from tests.integration.ha_helpers import (
     EventCollector,
     Ledger,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from appliance.runtime.demo import DemoCluster
+from appliance.demo.cluster import DemoCluster
 from tests.integration.ha_helpers import (
     Ledger,
     WritablePoller,

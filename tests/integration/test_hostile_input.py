@@ -18,8 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from appliance.demo.cluster import DemoCluster
 from appliance.net.http import Client, request
-from appliance.runtime.demo import DemoCluster
 from tests.integration.ha_helpers import Ledger, haproxy_chkdown, healthy, read_view, sql, wait_until
 from tests.support.cluster import demo_cluster
 
@@ -267,7 +267,7 @@ def test_a_frozen_manager_s_node_stops_answering_health_checks_whatever_the_ttl(
     import os
     import signal
 
-    from appliance.runtime import procs
+    from appliance.demo import procs
 
     primary = wait_until("a healthy cluster", lambda: healthy(cluster), 60)
     assert api(cluster, primary, "PATCH", "/config", {"ttl": 60})[0] == 200

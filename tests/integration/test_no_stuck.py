@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from appliance.demo.cluster import DemoCluster
 from appliance.net.http import request
 from appliance.postgres.process import read_pid_file
-from appliance.runtime.demo import DemoCluster
 from tests.integration.ha_helpers import (
     EventCollector,
     Ledger,

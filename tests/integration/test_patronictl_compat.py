@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from appliance.runtime.demo import DemoCluster
+from appliance.demo.cluster import DemoCluster
 from tests.integration.ha_helpers import healthy, read_view, wait_until
 from tests.support.cluster import demo_cluster
 

@@ -18,10 +18,10 @@ import psycopg
 import pytest
 import yaml
 
+from appliance.demo import procs
+from appliance.demo.cluster import DemoCluster
+from appliance.demo.layout import node_tls
 from appliance.net.http import Client, request
-from appliance.runtime import procs
-from appliance.runtime.demo import DemoCluster
-from appliance.runtime.demo_layout import node_tls
 from appliance.tls import pki
 from tests.integration.ha_helpers import healthy, read_view, sql, wait_until
 from tests.support.cluster import demo_cluster, free_port

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.runtime import procs
-from appliance.runtime.demo import DemoCluster
+from appliance.demo import procs
+from appliance.demo.cluster import DemoCluster
 
 KEEP_ENV = "PGAPPLIANCE_KEEP_DEMO"  # set to 1 to keep a test's demo dir (the processes still stop)
 

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from appliance.api.config_routes import merge_patch
 from appliance.dcs.base import DCSError
 from tests.unit.api_fakes import CONFIG, Cluster, make_app, standard_cluster
 
@@ -181,13 +180,3 @@ def test_put_dcs_write_failure_is_502(tmp_path: Path) -> None:
     assert stored(cluster) == CONFIG
 
 
-def test_merge_patch_follows_rfc_7396() -> None:
-    assert merge_patch({"a": "b"}, {"a": "c"}) == {"a": "c"}
-    assert merge_patch({"a": "b"}, {"b": "c"}) == {"a": "b", "b": "c"}
-    assert merge_patch({"a": "b"}, {"a": None}) == {}
-    assert merge_patch({"a": [{"b": "c"}]}, {"a": [1]}) == {"a": [1]}
-    assert merge_patch({"a": "foo"}, {"a": {"b": "c", "d": None}}) == {"a": {"b": "c"}}
-    assert merge_patch({}, {"a": {"bb": {"ccc": None}}}) == {"a": {"bb": {}}}
-    original = {"x": {"y": 1}}
-    merge_patch(original, {"x": {"y": 2}})
-    assert original == {"x": {"y": 1}}  # the input is left alone

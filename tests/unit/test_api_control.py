@@ -11,7 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from appliance.api.auth import basic_credentials_match, client_allowed
-from appliance.api.switchover import human_bytes
+from appliance.api.switchover_checks import human_bytes
 from appliance.config.schema import LocalConfig
 from appliance.core.model import Failover
 from tests.unit.api_fakes import (

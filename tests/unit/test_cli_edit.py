@@ -10,12 +10,12 @@ from appliance.cli.ctl.editing import (
     EditError,
     apply_changes,
     load_document,
-    merge_patch,
     parse_pg,
     parse_set,
     unified_diff,
 )
 from appliance.cli.ctl.target import CtlError
+from appliance.config.tree import merge_patch
 
 BASE = {"ttl": 30, "loop_wait": 10, "retry_timeout": 10,
         "postgresql": {"parameters": {"work_mem": "4MB", "max_connections": 100}, "use_slots": True}}

@@ -7,16 +7,15 @@ import json
 import yaml
 
 from appliance.cli.ctl.formatting import (
-    format_lsn,
     history_rows,
     member_rows,
-    parse_lsn,
     pretty_table,
     render,
     render_members,
     topology_order,
 )
 from appliance.core.model import ClusterStatus, ClusterView, Failover, HistoryEntry, Leader, Member, SyncState
+from appliance.core.wal import format_lsn
 
 MIB = 1024 * 1024
 
@@ -45,14 +44,6 @@ def view(**over: object) -> ClusterView:
     }
     fields.update(over)
     return ClusterView(**fields)  # type: ignore[arg-type]
-
-
-def test_lsn_text_form_round_trips() -> None:
-    assert format_lsn(0x50000D8) == "0/50000D8"
-    assert format_lsn((3 << 32) + 0x10) == "3/10"
-    assert parse_lsn("3/10") == (3 << 32) + 0x10
-    assert parse_lsn(42) == 42
-    assert parse_lsn("unknown") is None
 
 
 def test_member_rows_roles_states_lsns_and_lag_in_mb() -> None:

@@ -337,7 +337,7 @@ def test_promotion_carries_the_known_history() -> None:
     (3 * 16 * 1024**2 + 8, 3 * 16 * 1024**2 - 200, 208),
 ])
 def test_wal_lag(optime: int, position: int, lag: int) -> None:
-    from appliance.core.election import wal_lag
+    from appliance.core.wal import wal_lag
 
     assert wal_lag(optime, position) == lag
 

@@ -19,12 +19,12 @@ import yaml
 
 from appliance.config.errors import ConfigError
 from appliance.config.schema import LocalConfig
+from appliance.dcs.etcd_transport import EtcdMember
 from appliance.postgres.validate import Checks
 from appliance.runtime import container as ct
 from appliance.runtime.cluster_health import parse_stats_csv, problems
 from appliance.runtime.container_identity import IdentityError
 from appliance.runtime.entrypoint import Plan, prepare, remove_stale_pid_file
-from appliance.runtime.etcd_join import EtcdMember
 from appliance.runtime.initdb_scripts import (
     PsqlTarget,
     _run_dir_of,

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from appliance.runtime.etcd_join import (
+    EtcdGateway,
     EtcdMember,
     GatewayError,
-    HttpGateway,
     JoinRefused,
     JoinRequest,
     cluster_string,
@@ -159,73 +157,17 @@ def test_cluster_string_needs_every_name() -> None:
         cluster_string(members, "node1", "http://node1:2380")
 
 
-# -- the HTTP gateway against a tiny stand-in for etcd's JSON gateway ------------------------------
+# -- the gRPC gateway: errors name the member (tests/integration/test_etcd_dcs.py asks a real etcd) ------
 
 
-class _Handler(BaseHTTPRequestHandler):
-    routes: dict[str, Any] = {}
-    seen: list[tuple[str, dict[str, Any], str | None]] = []
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
-        self.seen.append((self.path, body, self.headers.get("Authorization")))
-        status, doc = self.routes.get(self.path, (404, {"error": "not found", "code": 5}))
-        payload = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *_args: object) -> None:
-        pass
+def test_etcd_gateway_reports_an_unreachable_member_quickly() -> None:
+    gw = EtcdGateway(probe_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(GatewayError, match=r"http://127\.0\.0\.1:1 member list"):
+        gw.member_list("http://127.0.0.1:1")
+    assert time.monotonic() - started < 3.0
 
 
-@pytest.fixture
-def gateway_server() -> Iterator[str]:
-    _Handler.seen = []
-    server = HTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_http_gateway_speaks_the_v3_json_api(gateway_server: str) -> None:
-    listed = {"members": [{"ID": "11", "name": "node1", "peerURLs": ["http://node1:2380"],
-                           "clientURLs": ["http://node1:2379"]}, {"ID": "12", "peerURLs": ["http://node2:2380"]}]}
-    _Handler.routes = {
-        "/v3/auth/authenticate": (200, {"token": "tok"}),
-        "/v3/cluster/member/list": (200, listed),
-        "/v3/maintenance/status": (200, {"leader": "11"}),
-        "/v3/cluster/member/remove": (200, {}),
-        "/v3/cluster/member/add": (200, {"member": {"ID": "13"}, **listed}),
-    }
-    gw = HttpGateway(username="root", password="pw")
-    members = gw.member_list(gateway_server)
-    assert members[0] == EtcdMember("11", "node1", ("http://node1:2380",), ("http://node1:2379",))
-    assert members[0].started and not members[1].started
-    assert gw.has_leader(gateway_server)
-    gw.member_remove(gateway_server, "11")
-    assert [m.id for m in gw.member_add(gateway_server, ["http://node1:2380"])] == ["11", "12"]
-    paths = [(p, b, a) for p, b, a in _Handler.seen if p != "/v3/auth/authenticate"]
-    assert ("/v3/cluster/member/remove", {"ID": "11"}, "tok") in paths
-    assert ("/v3/cluster/member/add", {"peerURLs": ["http://node1:2380"]}, "tok") in paths
-
-
-def test_http_gateway_reports_errors_and_no_leader(gateway_server: str) -> None:
-    _Handler.routes = {
-        "/v3/maintenance/status": (200, {}),
-        "/v3/cluster/member/remove": (200, {"error": "etcdserver: member not found", "code": 5}),
-    }
-    gw = HttpGateway()
-    assert not gw.has_leader(gateway_server)
-    with pytest.raises(GatewayError, match="member not found"):
-        gw.member_remove(gateway_server, "1")
-    with pytest.raises(GatewayError, match="HTTP 404"):
-        gw.member_list(gateway_server)
-    with pytest.raises(GatewayError):
-        HttpGateway(timeout=0.5).member_list("http://127.0.0.1:1")
+def test_etcd_gateway_refuses_https_without_tls_material() -> None:
+    with pytest.raises(GatewayError, match=r"etcd3\.protocol is http"):
+        EtcdGateway().has_leader("https://127.0.0.1:1")

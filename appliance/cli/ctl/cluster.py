@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import grpc
-from pyetcd import etcdrpc
-
-from appliance.cli.ctl.formatting import parse_lsn
 from appliance.cli.ctl.rest import api_base, get_json
 from appliance.cli.ctl.target import CtlError, Target, take_cluster_name
 from appliance.core.model import ClusterView, HistoryEntry, Leader, Member, SyncState
+from appliance.core.wal import lsn_or_none
 from appliance.dcs.base import DCSError
 from appliance.dcs.etcd import EtcdDCS
+from appliance.dcs.factory import open_etcd
 from appliance.dcs.formats import cluster_prefix
 
 CLI_MEMBER_NAME = "appliance-cli"  # never written: the CLI takes no lease and publishes no member key
@@ -35,30 +33,15 @@ def open_dcs(target: Target) -> EtcdDCS:
     if not target.scope:
         raise CtlError("no cluster name: pass --scope (APPLIANCE_SCOPE) or use --config")
     try:
-        return EtcdDCS(list(target.etcd_hosts), target.scope, target.namespace, CLI_MEMBER_NAME, ttl=30,
-                       retry_timeout=DCS_BUDGET, username=target.etcd_username, password=target.etcd_password,
-                       tls=target.etcd_tls)
+        return open_etcd(target.etcd_hosts, scope=target.scope, namespace=target.namespace, name=CLI_MEMBER_NAME,
+                         ttl=30, retry_timeout=DCS_BUDGET, username=target.etcd_username,
+                         password=target.etcd_password, tls=target.etcd_tls)
     except ValueError as exc:
         raise CtlError(f"--dcs {','.join(target.etcd_hosts)}: {exc}") from None
 
 
 def _endpoints(target: Target) -> str:
     return ", ".join(target.etcd_hosts)
-
-
-def _answers_without_quorum(dcs: EtcdDCS) -> str | None:
-    """The first etcd member that answers a serializable (local) read: it is up, so the cluster lacks quorum."""
-    request = etcdrpc.RangeRequest(key=b"\0", serializable=True, limit=1)
-    for endpoint in dcs.transport.endpoints:
-        try:
-            endpoint.kv.Range(request, timeout=PROBE_TIMEOUT)
-            return endpoint.target
-        except grpc.RpcError as exc:
-            if "auth" in str(exc).lower() or "token" in str(exc).lower():
-                return endpoint.target
-        except DCSError:
-            continue
-    return None
 
 
 def dcs_failure(target: Target, dcs: EtcdDCS, exc: DCSError) -> CtlError:
@@ -69,7 +52,7 @@ def dcs_failure(target: Target, dcs: EtcdDCS, exc: DCSError) -> CtlError:
     if "permission denied" in text:
         return CtlError(f"etcd denied access to cluster {target.scope!r}: the etcd user {target.etcd_username!r} may "
                         "use its own cluster's keys only (is the cluster name right?)")
-    alive = _answers_without_quorum(dcs)
+    alive = dcs.first_answering(PROBE_TIMEOUT)  # it is up, so the cluster lacks quorum
     if alive is not None:
         return CtlError(f"etcd has no quorum: {alive} answers but the cluster ({_endpoints(target)}) cannot serve "
                         "a consistent read; bring a majority of the etcd members back up")
@@ -129,8 +112,8 @@ def view_from_rest(target: Target, url: str) -> ClusterView:
             name=name, conn_url=f"postgres://{item.get('host')}:{item.get('port') or 5432}/postgres",
             api_url=str(item.get("api_url") or ""), state=str(item.get("state") or "unknown"),
             role="primary" if role == "leader" else "replica", timeline=item.get("timeline"),
-            xlog_location=parse_lsn(item.get("lsn")), receive_lsn=parse_lsn(item.get("receive_lsn")),
-            replay_lsn=parse_lsn(item.get("replay_lsn")), tags=dict(item.get("tags") or {}),
+            xlog_location=lsn_or_none(item.get("lsn")), receive_lsn=lsn_or_none(item.get("receive_lsn")),
+            replay_lsn=lsn_or_none(item.get("replay_lsn")), tags=dict(item.get("tags") or {}),
             pending_restart=bool(item.get("pending_restart")),
         ))
     config = _optional_json(target, f"{base}/config")

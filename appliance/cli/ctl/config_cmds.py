@@ -12,7 +12,6 @@ from appliance.cli.ctl.editing import (
     EditError,
     apply_changes,
     load_document,
-    merge_patch,
     parse_pg,
     parse_set,
     unified_diff,
@@ -21,6 +20,7 @@ from appliance.cli.ctl.formatting import dump_config
 from appliance.cli.ctl.rest import api_base, call
 from appliance.cli.ctl.target import CtlError, Target, connection_options, pop_target
 from appliance.config import ConfigError, validate_dynamic
+from appliance.config.tree import merge_patch
 from appliance.core.model import ClusterView
 
 

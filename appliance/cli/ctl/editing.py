@@ -1,4 +1,4 @@
-"""edit-config's pure parts: -s/-p parsing, applying changes and merge patches, the unified diff."""
+"""edit-config's pure parts: -s/-p parsing, applying changes, the unified diff."""
 
 from __future__ import annotations
 
@@ -77,21 +77,6 @@ def _delete(tree: dict[str, Any], path: tuple[str, ...]) -> None:
         if trail[depth]:
             break
         trail[depth - 1].pop(path[depth - 1], None)
-
-
-def merge_patch(config: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """RFC 7386 merge patch, as PATCH /config applies it: objects merge, null deletes, the rest replaces."""
-    result: dict[str, Any] = copy.deepcopy(dict(config))
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(result.get(key), dict):
-            result[key] = merge_patch(result[key], value)
-        elif isinstance(value, Mapping):
-            result[key] = merge_patch({}, value)
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
 
 
 def load_document(text: str, what: str) -> dict[str, Any]:

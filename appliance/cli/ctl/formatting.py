@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import urlparse
 
 import yaml
 
+from appliance.core.flags import synchronous_mode
 from appliance.core.model import ClusterView, Member
+from appliance.core.wal import format_lsn
+from appliance.net.address import conn_url_address
 
 FORMATS = ("pretty", "tsv", "json", "yaml")
 BASE_COLUMNS = ("Member", "Host", "Role", "State", "TL", "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag")
@@ -18,36 +20,8 @@ RIGHT = frozenset({"TL", "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag
 MIB = 1024 * 1024
 
 
-def format_lsn(lsn: int) -> str:
-    """PostgreSQL's text form of an LSN: 0/3000060."""
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
-
-
-def parse_lsn(value: Any) -> int | None:
-    """An int, or the text form 0/3000060, as an int; None otherwise."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and "/" in value:
-        high, _, low = value.partition("/")
-        try:
-            return (int(high, 16) << 32) + int(low, 16)
-        except ValueError:
-            return None
-    return None
-
-
-def host_port(conn_url: str) -> tuple[str, int | None]:
-    parsed = urlparse(conn_url if "://" in conn_url else f"postgres://{conn_url}")
-    try:
-        port = parsed.port
-    except ValueError:
-        port = None
-    return parsed.hostname or "", port
-
-
 def is_synchronous(view: ClusterView) -> bool:
-    config = view.config or {}
-    return bool(config.get("synchronous_mode"))
+    return synchronous_mode((view.config or {}).get("synchronous_mode"))[0]
 
 
 def member_role(view: ClusterView, member: Member) -> str:
@@ -104,7 +78,7 @@ def member_rows(view: ClusterView, extended: bool = False) -> tuple[list[str], l
         "Tags": extended or any(m.tags for m in members),
     }
     columns += [c for c in EXTENDED_COLUMNS if wanted[c]]
-    addresses = [host_port(m.conn_url) for m in members]
+    addresses = [conn_url_address(m.conn_url) for m in members]
     show_port = any(p not in (None, 5432) for _, p in addresses) or len({h for h, _ in addresses}) < len(addresses)
     top = cluster_lsn(view)
     rows = []
@@ -112,7 +86,7 @@ def member_rows(view: ClusterView, extended: bool = False) -> tuple[list[str], l
         leader = member.name == view.leader_name
         cells: dict[str, Any] = {
             "Member": member.name,
-            "Host": f"{host}:{port}" if show_port and host and port else host,
+            "Host": f"{host}:{port}" if show_port and host and port else (host or ""),
             "Role": member_role(view, member),
             "State": member.state if leader else (member.replication_state or member.state),
             "TL": member.timeline if member.timeline is not None else "",

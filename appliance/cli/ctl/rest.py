@@ -1,16 +1,13 @@
-"""The CLI's REST client (urllib): JSON in and out, Basic auth, one-line errors for 401/403/unreachable."""
+"""The CLI's REST calls (through net/http, the one HTTP client): replies, one-line errors for 401/403/unreachable."""
 
 from __future__ import annotations
 
-import base64
 import json
-import ssl
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 from appliance.cli.ctl.target import CtlError, Target
+from appliance.net.http import Client, request
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -46,32 +43,19 @@ def api_base(api_url: str) -> str:
     return url[: -len("/patroni")] if url.endswith("/patroni") else url
 
 
-def _ssl_context(target: Target) -> ssl.SSLContext:
-    if target.insecure:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    return ssl.create_default_context(cafile=target.cafile)
+def client_of(target: Target) -> Client:
+    """The HTTP client for ``target``: its CA (or --insecure) and its Basic credentials."""
+    return Client(cafile=target.cafile, username=target.username, password=target.password,
+                  insecure=target.insecure)
 
 
 def call(target: Target, method: str, url: str, body: Any = None, timeout: float = DEFAULT_TIMEOUT,
          auth_errors: bool = True) -> Reply:
     """One request. Raises CtlError when the API cannot be reached or refuses the credentials."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    if target.username is not None:
-        token = base64.b64encode(f"{target.username}:{target.password or ''}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    context = _ssl_context(target) if url.startswith("https://") else None
     try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-            reply = _reply(response.status, response.read())
-    except urllib.error.HTTPError as exc:
-        reply = _reply(exc.code, exc.read())
-    except (urllib.error.URLError, OSError) as exc:
+        answer = request(url, client_of(target), method=method, body=body, timeout=timeout)
+        reply = _reply(answer.status, answer.body)
+    except OSError as exc:
         reason = getattr(exc, "reason", exc)
         raise CtlError(f"cannot reach the REST API at {url}: {reason}; is the node's api program running?") from None
     if auth_errors and reply.status == 401:

@@ -11,11 +11,12 @@ import click
 
 from appliance import __version__
 from appliance.cli.ctl.cluster import read_view, scoped
-from appliance.cli.ctl.formatting import FORMATS, dump_config, history_rows, host_port, render, render_members
+from appliance.cli.ctl.formatting import FORMATS, dump_config, history_rows, render, render_members
 from appliance.cli.ctl.rest import api_base, call
 from appliance.cli.ctl.target import NO_CONFIG, CtlError, Target, connection_options, pop_target
 from appliance.config import ConfigError, render_provenance, resolve
 from appliance.core.model import ClusterView, Member
+from appliance.net.address import conn_url_address
 
 FORMAT_OPTION = click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default="pretty",
                              show_default=True, help="Output format.")
@@ -160,8 +161,8 @@ def dsn_cmd(cluster_name: str | None, role: str | None, member: str | None, **co
         raise CtlError("--role and --member exclude each other: pass one of them")
     target, _ = scoped(pop_target(conn), (cluster_name,) if cluster_name else ())
     chosen = pick_member(read_view(target), role, member)
-    host, port = host_port(chosen.conn_url)
-    click.echo(f"host={host} port={port or 5432}")
+    host, port = conn_url_address(chosen.conn_url)
+    click.echo(f"host={host or ''} port={port or 5432}")
 
 
 @click.command("version")

@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 
-from appliance.config.layering import load_local
-from appliance.core.election import wal_lag
+from appliance.config import load_local
 from appliance.core.model import ClusterView, Member
 from appliance.core.state import PeerStatus
+from appliance.core.wal import wal_lag
 from appliance.dcs.base import DCSError
 from appliance.dcs.fake import FakeDCS, FakeStore
 from appliance.fence.order import FencerReport, read_order, write_report

@@ -12,14 +12,16 @@ from datetime import datetime
 from typing import Any
 
 from appliance.config.schema import DynamicConfig
+from appliance.core.candidates import candidate_problem
+from appliance.core.flags import synchronous_mode, tag_set
 from appliance.core.model import ClusterView, Member
+from appliance.core.wal import wal_lag
 from appliance.dcs.base import DCSError
 
 Probe = Callable[[Member], dict[str, Any]]
 DEFAULT_MAX_LAG = DynamicConfig.model_fields["maximum_lag_on_failover"].default
 DEFAULT_LOOP_WAIT = DynamicConfig.model_fields["loop_wait"].default
 POLL_INTERVAL = 0.25
-WAL_SEGMENT = 16 * 1024 * 1024  # initdb's default --wal-segsize
 
 
 @dataclass(frozen=True)
@@ -64,15 +66,6 @@ def human_bytes(n: int) -> str:
     return f"{n} bytes"  # pragma: no cover
 
 
-def synchronous(config: dict[str, Any]) -> tuple[bool, bool]:
-    """(synchronous mode on, quorum mode) from the dynamic config."""
-    mode = config.get("synchronous_mode")
-    if isinstance(mode, str):
-        lowered = mode.strip().lower()
-        return lowered in {"on", "true", "yes", "1", "quorum"}, lowered == "quorum"
-    return bool(mode), False
-
-
 def _int(value: Any, default: int) -> int:
     try:
         return int(value)
@@ -95,35 +88,23 @@ class CandidateCheck:
         self.view = view
         self.probe = probe
         self.max_lag = _int(config.get("maximum_lag_on_failover"), DEFAULT_MAX_LAG)
-        self.sync_mode, self.quorum = synchronous(config)
+        self.sync_mode, self.quorum = synchronous_mode(config.get("synchronous_mode"))
         self.leader_lsn = _leader_lsn(view)
 
     def _lag_problem(self, position: Any) -> str | None:
         if not isinstance(position, int) or self.leader_lsn is None:
             return None
-        if self.leader_lsn % WAL_SEGMENT == 0 and self.leader_lsn - WAL_SEGMENT <= position < self.leader_lsn:
-            # The leader's last record is a segment switch (pg_basebackup and pg_switch_wal end with one):
-            # the rest of that segment is padding no replica receives, so an idle cluster would look up
-            # to 16 MB behind (spilo#1152). The true lag is unknown here; the election checks it again.
-            return None
-        lag = self.leader_lsn - position
+        # After a segment switch the rest of the leader's segment is padding no replica receives, so an
+        # idle cluster would look up to 16 MB behind (spilo#1152): wal_lag counts that as 0.
+        lag = wal_lag(self.leader_lsn, position)
         if lag > self.max_lag:
             return f"lag {human_bytes(lag)} exceeds maximum_lag_on_failover ({human_bytes(self.max_lag)})"
         return None
 
     def from_dcs(self, m: Member) -> str | None:
-        if m.name == self.view.leader_name:
-            return "is the current leader"
-        if m.state != "running":
-            return f"state is {m.state!r}, not running"
-        if m.nofailover:
-            return "tagged nofailover"
-        if m.failover_priority <= 0:
-            return f"failover_priority is {m.failover_priority}"
-        sync = self.view.sync
-        if self.sync_mode and not self.quorum and sync is not None and sync.leader and not sync.matches(m.name):
-            listed = ",".join(sync.sync_standby) or "none"
-            return f"not a synchronous standby (sync key: {listed})"
+        problem = candidate_problem(self.view, m, sync_only=self.sync_mode and not self.quorum)
+        if problem:
+            return problem
         # With a probe, lag is judged from the candidate's live answer: a members/<name> key may be a
         # loop older than the leader's (a WAL segment switch alone moves the leader's LSN by up to 16 MB).
         return self._lag_problem(m.xlog_location) if self.probe is None else None
@@ -141,7 +122,7 @@ class CandidateCheck:
             return f"its /patroni says state {doc.get('state')!r}, not running"
         if doc.get("watchdog_failed"):
             return "not watchdog capable"
-        if str((doc.get("tags") or {}).get("nofailover", "")).lower() in {"true", "1", "yes", "on"}:
+        if tag_set(doc.get("tags"), "nofailover"):
             return "tagged nofailover"
         xlog = doc.get("xlog") or {}
         positions = [v for v in (xlog.get("received_location"), xlog.get("replayed_location"), xlog.get("location"),

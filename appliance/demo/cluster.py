@@ -16,9 +16,8 @@ from typing import Any
 from appliance.config.schema import LocalConfig
 from appliance.dcs.etcd import EtcdDCS
 from appliance.dcs.factory import etcd_from_config
-from appliance.net.http import Client, client_for
-from appliance.runtime import procs
-from appliance.runtime.demo_layout import (
+from appliance.demo import procs
+from appliance.demo.layout import (
     PG_PORT,
     PROXY,
     DemoLayout,
@@ -34,7 +33,8 @@ from appliance.runtime.demo_layout import (
     write_node_files,
     write_proxy_files,
 )
-from appliance.runtime.demo_status import cluster_status, dsn, health_problems
+from appliance.demo.status import cluster_status, dsn, health_problems
+from appliance.net.http import Client, client_for
 from appliance.runtime.node import ALL_PROGRAMS, load_local_config
 from appliance.runtime.supervisor import FATAL_MARKER, default_user, package_root
 

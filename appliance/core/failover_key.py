@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from appliance.core import actions as a
+from appliance.core.candidates import candidate_problem
 from appliance.core.model import ClusterView
 from appliance.core.state import HaSettings, LocalState
 
@@ -47,17 +48,13 @@ def switchover_actions(view: ClusterView, local: LocalState, cfg: HaSettings) ->
 
 
 def _candidate_problem(view: ClusterView, local: LocalState, cfg: HaSettings, name: str | None) -> str | None:
+    sync_only = cfg.synchronous_mode
     if name is None:
-        others = [m for m in view.members if m.name != local.name and m.state == "running"
-                  and not m.nofailover]
+        others = [m for m in view.members if m.name != local.name
+                  and candidate_problem(view, m, sync_only=sync_only) is None]
         return None if others else "no running replica can take over"
     member = view.member(name)
     if member is None:
         return f"candidate {name} is not a member"
-    if member.state != "running":
-        return f"candidate {name} is {member.state}"
-    if member.nofailover:
-        return f"candidate {name} is tagged nofailover"
-    if cfg.synchronous_mode and view.sync is not None and view.sync.leader and not view.sync.matches(name):
-        return f"candidate {name} is not a synchronous standby"
-    return None
+    problem = candidate_problem(view, member, sync_only=sync_only)
+    return f"candidate {name}: {problem}" if problem else None

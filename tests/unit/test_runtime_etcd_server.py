@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from appliance.config.schema import LocalConfig
-from appliance.runtime.etcd import client_urls, etcd_command
+from appliance.runtime.etcd_server import client_urls, etcd_command
 
 CLUSTER = "node1=http://10.0.0.1:2380,node2=http://10.0.0.2:2380,node3=http://10.0.0.3:2380"
 

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from appliance.cli.main import cli
 from appliance.config.schema import LocalConfig
-from appliance.runtime.demo import DemoCluster, DemoError, node_environment
-from appliance.runtime.demo_layout import (
+from appliance.demo.cluster import DemoCluster, DemoError, node_environment
+from appliance.demo.layout import (
     DemoLayout,
     Secrets,
     check_net,
@@ -27,7 +27,7 @@ from appliance.runtime.demo_layout import (
     write_node_files,
     write_proxy_files,
 )
-from appliance.runtime.demo_status import (
+from appliance.demo.status import (
     _fill_lag,
     health_problems,
     patroni_problems,
@@ -80,7 +80,7 @@ def test_node_config_uses_the_node_address_and_standard_ports(tmp_path: Path) ->
 
 
 def test_client_config_is_a_patronictl_config(tmp_path: Path, creds: Secrets) -> None:
-    from appliance.runtime.demo_layout import client_tls, write_client_files
+    from appliance.demo.layout import client_tls, write_client_files
 
     layout = _layout(tmp_path)
     write_client_files(layout, creds)

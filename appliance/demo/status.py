@@ -10,8 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
-from appliance.net.http import Client, request
-from appliance.runtime.demo_layout import (
+from appliance.demo.layout import (
     API_PORT,
     ETCD_CLIENT_PORT,
     ETCD_PEER_PORT,
@@ -20,6 +19,7 @@ from appliance.runtime.demo_layout import (
     DemoLayout,
     Secrets,
 )
+from appliance.net.http import Client, request
 
 HTTP_TIMEOUT = 1.0
 

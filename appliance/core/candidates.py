@@ -1,0 +1,32 @@
+"""Who may be promoted: the one candidate rule of the election, the leader's switchover and the REST API."""
+
+from __future__ import annotations
+
+from appliance.core.model import ClusterView, Member, PgState
+
+
+def tag_problem(nofailover: bool, failover_priority: int) -> str | None:
+    """Why the tags forbid a promotion (nofailover, a failover_priority of 0 or less), or None."""
+    if nofailover:
+        return "tagged nofailover"
+    if failover_priority <= 0:
+        return f"failover_priority is {failover_priority}"
+    return None
+
+
+def sync_problem(view: ClusterView, name: str, sync_only: bool) -> str | None:
+    """With synchronous mode (not quorum) and a sync key, only a member it names may be promoted."""
+    sync = view.sync
+    if sync_only and sync is not None and sync.leader and not sync.matches(name):
+        listed = ",".join(sync.sync_standby) or "none"
+        return f"not a synchronous standby (sync key: {listed})"
+    return None
+
+
+def candidate_problem(view: ClusterView, member: Member, *, sync_only: bool) -> str | None:
+    """Why ``member`` cannot take over from the leader as the DCS view shows it, or None when it can."""
+    if member.name == view.leader_name:
+        return "is the current leader"
+    if member.state != PgState.RUNNING.value:
+        return f"state is {member.state!r}, not running"
+    return tag_problem(member.nofailover, member.failover_priority) or sync_problem(view, member.name, sync_only)
