@@ -149,11 +149,9 @@ class PostgresControl:
         if self.cfg.passfile:
             files.write_file(self.cfg.passfile, files.wildcard_passfile(self.cfg.network_users()), self.owner)
 
-    def current_parameters(self) -> dict[str, str]:
+    def current_parameters(self) -> dict[str, Any]:
         """The parameters in our conf file now (without the keys we manage); PgConfig's when none."""
-        found = files.read_appliance_conf(self.cfg.data_dir)
-        params = {k: v for k, v in found.items() if k not in files.LOCAL_IDENTITY_KEYS}
-        return params or dict(self.cfg.parameters)
+        return files.current_parameters(self.cfg.data_dir, self.cfg.parameters)
 
     def set_synchronous_standby_names(self, value: str, timeout: float = 5.0) -> bool:
         """Put `value` in our conf file and reload; returns once the server uses it (or the timeout)."""
@@ -221,7 +219,7 @@ class PostgresControl:
         if state is not DataDirState.VALID:
             raise PgError(f"cannot start PostgreSQL: data directory {self.cfg.data_dir} is {state.value}")
         self._clear_leftovers()
-        return self._start(timeout)
+        return self.launch(timeout)
 
     def _clear_leftovers(self) -> None:
         """What a killed postmaster leaves behind would make the start fail: its orphaned children
@@ -248,7 +246,7 @@ class PostgresControl:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock)
 
-    def _start(self, timeout: float) -> bool:
+    def launch(self, timeout: float) -> bool:
         """pg_ctl start without the data dir check (initdb starts its still-incomplete cluster)."""
         self._prepare_runtime_paths()
         args = [self.cfg.binary("pg_ctl"), "start", "-w", "-s", "-t", str(max(1, math.ceil(timeout)))]
