@@ -144,7 +144,7 @@ class PgOps:
         self.monitor.ensure_slots(names)
 
     def slot_positions(self) -> dict[str, int]:
-        """Where each physical slot on this primary stands (slot -> restart_lsn), for the status key."""
+        """Where each slot on this primary stands (slot -> LSN), for the status key."""
         return self.monitor.slot_positions()
 
     # --- lifecycle (jobs) ----------------------------------------------------------------------

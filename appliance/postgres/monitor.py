@@ -49,7 +49,7 @@ class Monitor:
         return status
 
     def slot_positions(self) -> dict[str, int]:
-        """slot -> restart_lsn of the physical slots; {} when PostgreSQL does not answer."""
+        """slot -> LSN (restart_lsn, or confirmed_flush_lsn of a logical slot); {} when PostgreSQL does not answer."""
         try:
             return self.session.run(slots.positions)
         except psycopg.Error as exc:

@@ -35,10 +35,11 @@ def in_recovery(conn: psycopg.Connection[Any]) -> bool:
 
 
 def positions(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    """slot name -> restart_lsn of every physical slot that holds WAL (what the ``status`` key's
-    ``slots`` publishes, as Patroni's leader does for its members' slots)."""
-    rows = conn.execute("SELECT slot_name, restart_lsn::text FROM pg_replication_slots "
-                        "WHERE slot_type = 'physical' AND restart_lsn IS NOT NULL ORDER BY slot_name").fetchall()
+    """slot name -> LSN of every lasting slot, as Patroni's leader publishes them in the ``status``
+    key: restart_lsn for a physical slot, confirmed_flush_lsn for a logical one."""
+    rows = conn.execute("SELECT slot_name, (CASE WHEN slot_type = 'logical' THEN confirmed_flush_lsn "
+                        "ELSE restart_lsn END)::text FROM pg_replication_slots WHERE NOT temporary "
+                        "ORDER BY slot_name").fetchall()
     return {str(name): lsn for name, text in rows if (lsn := parse_lsn(text)) is not None}
 
 

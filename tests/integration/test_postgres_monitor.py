@@ -93,6 +93,9 @@ def test_slot_positions_and_slot_upkeep_on_the_kept_connection(nodes: PgNodes) -
     positions = monitor.slot_positions()
     assert set(positions) == {"beta", "gamma"} and all(isinstance(v, int) and v > 0 for v in positions.values())
     assert monitor.ensure_slots(("beta",)).dropped == ("gamma",)
+    with primary.connect() as other:  # a temporary slot (pg_basebackup's kind) is not published
+        other.execute("SELECT pg_create_physical_replication_slot('passing', true, true)")
+        assert set(monitor.slot_positions()) == {"beta"}
     clone(primary, replica)
     primary.query("CREATE TABLE t AS SELECT 1 AS x")
     lsn = primary.status().wal_lsn or 0
