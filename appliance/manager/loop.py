@@ -81,6 +81,7 @@ class Manager:
         self.dcs_last_seen: float | None = None
         self.stopping = False  # set from the SIGTERM handler: decide() takes nothing over from then on
         self.memory = Memory(self.events)
+        self.pg_memory = ops.memory  # what PostgreSQL was told: PgOps records it, observe() reads it
         self.replication_problem: str | None = None
         self.failsafe = failsafe.FailsafeKeeper(self.events, clock)
         self.last_view: ClusterView | None = None
@@ -167,6 +168,8 @@ class Manager:
         now = self.clock()
         view = self._read_dcs()
         status = self.ops.status()
+        pg_memory = self.pg_memory
+        pg_memory.track(status, self.ops.params)
         self.fence_status = fencing = self.fencing.status()
         result = self.jobs.take_result() or self._pending_result
         self._pending_result = None
@@ -193,10 +196,10 @@ class Manager:
             sysid=status.system_identifier or sysid, running=status.queryable,
             role=Role(status.role) if status.queryable and status.role else None,
             timeline=status.timeline, wal_position=status.wal_position,
-            replication_state=status.replication_state, following=self.ops.upstream,
+            replication_state=status.replication_state, following=pg_memory.following,
             was_primary=was_primary, job=job, job_result=result, lease_ok_at=self.lease_ok_at,
             pg_down_since=memory.pg_down_since, replication=self.ops.standby_conns(status),
-            synchronous_standby_names=self.ops.ssn, ssn_set_lsn=self.ops.ssn_set_lsn,
+            synchronous_standby_names=pg_memory.ssn, ssn_set_lsn=pg_memory.ssn_set_lsn,
             config_stale=self.ops.config_stale(),
             pending_restart=bool(status.pending_restart), fence_problem=fencing.problem,
             stopping=self.stopping, retry=memory.retry,

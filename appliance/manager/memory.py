@@ -1,13 +1,17 @@
 """What the manager remembers between ticks for decide(): since when PostgreSQL is down under our
 lock or a replica is not streaming, the back-off after failed jobs, the last successful rewind, the
-members whose slots are kept. Observations go in, plain values come out (no I/O but events)."""
+members whose slots are kept (Memory); what PostgreSQL was told (PgMemory). Observations go in,
+plain values come out (no I/O but events)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from appliance.core import retry
-from appliance.core.model import ClusterView
+from appliance.core.model import ClusterView, HistoryEntry, Member
 from appliance.core.state import JobResult, Retry
 from appliance.manager.events import EventLog
 from appliance.postgres.status import PgStatus
@@ -81,3 +85,40 @@ class Memory:
             if member not in present and now - seen >= ttl:
                 del self.member_seen[member]
         return tuple(sorted(n for n in self.member_seen if n not in present and n != name))
+
+
+@dataclass
+class PgMemory:
+    """What the manager told PostgreSQL, and facts it cannot ask it while running: whom
+    primary_conninfo points at, the synchronous_standby_names in effect and the WAL LSN at which it
+    took effect, the parameters and pg_hba lines last written, the sysid pg_control showed last
+    while stopped, the parsed history file. PgOps records its changes here; the loop reads it."""
+
+    upstream: Member | None = None
+    ssn: str = ""
+    ssn_set_lsn: int | None = None
+    written: dict[str, Any] | None = None  # None: nothing written or seen yet (manager start)
+    hba_written: tuple[str, ...] | None = None
+    sysid: str | None = None
+    history: tuple[tuple[int, int, int], tuple[HistoryEntry, ...]] | None = None  # ((tl, ino, mtime), entries)
+
+    @property
+    def following(self) -> str | None:
+        """The member our primary_conninfo points at (None on a primary or a detached standby)."""
+        return self.upstream.name if self.upstream is not None else None
+
+    def track(self, status: PgStatus, parameters: Mapping[str, Any]) -> None:
+        """Take in one observation: the setting in effect; on a manager restart, what is running."""
+        if not status.queryable:
+            return
+        self.ssn = status.synchronous_standby_names or ""
+        if status.role == "primary" and self.ssn_set_lsn is None:
+            # Unknown history of the setting (manager restart): only standbys caught up with the
+            # present may be named synchronous.
+            self.ssn_set_lsn = status.wal_lsn
+        if self.written is None:
+            self.written = dict(parameters)
+
+    def config_stale(self, parameters: Mapping[str, Any], hba: tuple[str, ...] | None) -> bool:
+        """The effective parameters or pg_hba lines differ from what was written last."""
+        return (self.written is not None and self.written != dict(parameters)) or self.hba_written != hba

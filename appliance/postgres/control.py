@@ -16,13 +16,12 @@ import re
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
-from appliance.postgres import files, provision
-from appliance.postgres.config import ConnInfo, PgConfig, slot_name_for
+from appliance.postgres import files, provision, slots
+from appliance.postgres.config import ConnInfo, PgConfig
 from appliance.postgres.controldata import ControlData, DataDirState, data_dir_state, parse_controldata
 from appliance.postgres.errors import PgError
 from appliance.postgres.process import (
@@ -33,20 +32,13 @@ from appliance.postgres.process import (
     read_pid_file,
     running_postmaster,
 )
+from appliance.postgres.slots import SlotChanges
 from appliance.postgres.status import PgStatus, connect, query_status
 
 log = logging.getLogger(__name__)
 
 STOP_MODES = ("smart", "fast", "immediate")
 _SYNC_LINE_RE = re.compile(r"^synchronous_standby_names = .*$", re.M)
-
-
-@dataclass(frozen=True)
-class SlotChanges:
-    """What ensure_slots did."""
-
-    created: tuple[str, ...] = ()
-    dropped: tuple[str, ...] = ()
 
 
 class PostgresControl:
@@ -149,11 +141,9 @@ class PostgresControl:
         if self.cfg.passfile:
             files.write_file(self.cfg.passfile, files.wildcard_passfile(self.cfg.network_users()), self.owner)
 
-    def current_parameters(self) -> dict[str, str]:
+    def current_parameters(self) -> dict[str, Any]:
         """The parameters in our conf file now (without the keys we manage); PgConfig's when none."""
-        found = files.read_appliance_conf(self.cfg.data_dir)
-        params = {k: v for k, v in found.items() if k not in files.LOCAL_IDENTITY_KEYS}
-        return params or dict(self.cfg.parameters)
+        return files.current_parameters(self.cfg.data_dir, self.cfg.parameters)
 
     def set_synchronous_standby_names(self, value: str, timeout: float = 5.0) -> bool:
         """Put `value` in our conf file and reload; returns once the server uses it (or the timeout)."""
@@ -221,7 +211,7 @@ class PostgresControl:
         if state is not DataDirState.VALID:
             raise PgError(f"cannot start PostgreSQL: data directory {self.cfg.data_dir} is {state.value}")
         self._clear_leftovers()
-        return self._start(timeout)
+        return self.launch(timeout)
 
     def _clear_leftovers(self) -> None:
         """What a killed postmaster leaves behind would make the start fail: its orphaned children
@@ -248,7 +238,7 @@ class PostgresControl:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock)
 
-    def _start(self, timeout: float) -> bool:
+    def launch(self, timeout: float) -> bool:
         """pg_ctl start without the data dir check (initdb starts its still-incomplete cluster)."""
         self._prepare_runtime_paths()
         args = [self.cfg.binary("pg_ctl"), "start", "-w", "-s", "-t", str(max(1, math.ceil(timeout)))]
@@ -365,21 +355,8 @@ class PostgresControl:
     def ensure_slots(self, names: Iterable[str]) -> SlotChanges:
         """On a primary: create the missing physical slots (reserving WAL now) and drop inactive
         physical slots not in `names`. Names are sanitised; our own slot is never created."""
-        wanted = {slot_name_for(n) for n in names} - {self.cfg.slot_name}
+        wanted = slots.wanted_slots(names, self.cfg.slot_name)
         if self._in_recovery() is not False:
             return SlotChanges()
-        rows = self.query("SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'")
-        existing = {name: active for name, active in rows}
-        created = tuple(sorted(wanted - existing.keys()))
-        for name in created:
-            self.query("SELECT pg_create_physical_replication_slot(%s, true)", (name,))
-        dropped: list[str] = []
-        for name in sorted(existing.keys() - wanted):
-            if existing[name]:
-                continue
-            try:
-                self.query("SELECT pg_drop_replication_slot(%s)", (name,))
-                dropped.append(name)
-            except psycopg.errors.ObjectInUse:
-                log.info("slot %s became active; kept", name)
-        return SlotChanges(created, tuple(dropped))
+        with self.connect() as conn:
+            return slots.reconcile(conn, wanted)

@@ -211,6 +211,13 @@ def read_appliance_conf(data_dir: str) -> dict[str, str]:
         return {}
 
 
+def current_parameters(data_dir: str, default: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters in our conf file now (without the keys we manage); ``default`` when none."""
+    found = read_appliance_conf(data_dir)
+    params: dict[str, Any] = {k: v for k, v in found.items() if k not in LOCAL_IDENTITY_KEYS}
+    return params or dict(default)
+
+
 def ensure_include(data_dir: str, owner: FileOwner | None) -> bool:
     """Append our include line to postgresql.conf once (last, so that our values win)."""
     path = os.path.join(data_dir, "postgresql.conf")

@@ -12,19 +12,17 @@ import dataclasses
 import logging
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
 
 from appliance.postgres import files
 from appliance.postgres.config import ConnInfo, PgConfig, UserCredentials
-from appliance.postgres.controldata import DataDirState
+from appliance.postgres.controldata import DataDirState, data_dir_state
 from appliance.postgres.errors import DataDirNotEmpty, PgError
+from appliance.postgres.process import Runner
 from appliance.postgres.status import connect
-
-if TYPE_CHECKING:
-    from appliance.postgres.control import PostgresControl
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +38,32 @@ REWIND_FUNCTIONS = (
 _REWIND_STARTED = "rewinding from last common checkpoint"
 
 
+class Server(Protocol):
+    """What provisioning needs from the server whose data directory it (re)creates: its settings,
+    its programs' runner, and four operations (PostgresControl provides them)."""
+
+    @property
+    def cfg(self) -> PgConfig: ...
+
+    @property
+    def runner(self) -> Runner: ...
+
+    def is_running(self) -> bool: ...
+
+    def write_config(self, parameters: Mapping[str, Any] | None, primary_conninfo: str | ConnInfo | None,
+                     primary_slot_name: str | None, standby: bool, synchronous_standby_names: str | None) -> bool: ...
+
+    def launch(self, timeout: float) -> bool: ...
+
+    def stop(self, mode: str, timeout: float) -> bool: ...
+
+
 def _parent(data_dir: str) -> str:
     return os.path.dirname(os.path.normpath(data_dir))
 
 
-def _require_empty(ctl: PostgresControl, operation: str) -> None:
-    state = ctl.data_dir_state()
+def _require_empty(ctl: Server, operation: str) -> None:
+    state = data_dir_state(ctl.cfg.data_dir)
     if state not in (DataDirState.MISSING, DataDirState.EMPTY):
         raise DataDirNotEmpty(
             f"refusing to {operation} into {ctl.cfg.data_dir}: it is {state.value}. "
@@ -64,41 +82,41 @@ def _syncfs(path: str) -> None:
     os.sync()
 
 
-def initdb(ctl: PostgresControl, superuser_password: str | None) -> None:
+def initdb(ctl: Server, superuser_password: str | None) -> None:
     """initdb (checksums, our superuser and its password via --pwfile), write our config, start,
     create the replication and rewind roles. Leaves PostgreSQL running as a primary, since the
     bootstrap continues with it (the manager publishes the sysid and takes the leader key)."""
     cfg = ctl.cfg
     _require_empty(ctl, "initdb")
     files.set_incomplete(cfg.data_dir, "initdb")
-    files.make_private_dir(cfg.data_dir, ctl.owner)
+    files.make_private_dir(cfg.data_dir, ctl.runner.owner)
     args = [cfg.binary("initdb"), "-D", cfg.data_dir, "-U", cfg.superuser.username]
     # initdb's own pg_hba.conf is replaced by ours before the first start; peer is a safe stopgap.
     # --no-sync + one syncfs afterwards: initdb's per-file fsyncs cost seconds on a busy disk, and the
     # incomplete marker stays until the data is durable.
     args += ["--auth-local=peer", "--auth-host=scram-sha-256", "--no-sync", "--no-instructions", *cfg.initdb_options]
     content = f"{superuser_password}\n" if superuser_password else ""
-    with files.temp_private_file(content, _parent(cfg.data_dir), ctl.owner) as pwfile:
+    with files.temp_private_file(content, _parent(cfg.data_dir), ctl.runner.owner) as pwfile:
         result = ctl.runner.run([*args, f"--pwfile={pwfile}"] if content else args)
     if not result.ok:
         raise PgError(f"initdb failed (fix the cause, then remove_data_dir() and retry): {result.tail(10)}")
     _syncfs(cfg.data_dir)
     ctl.write_config(cfg.parameters, None, None, standby=False, synchronous_standby_names="")
-    if not ctl._start(60.0):
+    if not ctl.launch(60.0):
         raise PgError(f"the new cluster did not start; see {cfg.log_file or 'the log'}")
     try:
         create_roles(ctl)
     except psycopg.Error as exc:
-        ctl.stop("immediate")
+        ctl.stop("immediate", 60.0)
         raise PgError(f"creating the replication/rewind roles failed: {exc}") from exc
     files.clear_incomplete(cfg.data_dir)
     log.info("initdb done: %s, running as primary", cfg.data_dir)
 
 
-def create_roles(ctl: PostgresControl) -> None:
+def create_roles(ctl: Server) -> None:
     cfg = ctl.cfg
     su = cfg.superuser.username
-    with ctl.connect(statement_timeout_ms=30_000) as conn:
+    with connect(cfg.local_conninfo(), statement_timeout_ms=30_000) as conn:
         # A failing statement would be logged with its text, password included.
         conn.execute("SET log_statement = 'none'")
         conn.execute("SET log_min_error_statement = 'panic'")
@@ -129,7 +147,7 @@ def _create_role(conn: psycopg.Connection[Any], user: UserCredentials, replicati
 
 
 def basebackup(
-    ctl: PostgresControl,
+    ctl: Server,
     source: ConnInfo,
     parameters: Mapping[str, Any] | None,
     use_slot: bool,
@@ -139,14 +157,14 @@ def basebackup(
     cfg = ctl.cfg
     _require_empty(ctl, "clone")
     files.set_incomplete(cfg.data_dir, "basebackup")
-    files.make_private_dir(cfg.data_dir, ctl.owner)
+    files.make_private_dir(cfg.data_dir, ctl.runner.owner)
     args = [cfg.binary("pg_basebackup"), "-D", cfg.data_dir, "-X", "stream", "-c", "fast", "-w", "--no-sync"]
     args += ["-d", source.dsn(with_password=False), f"--label=pgappliance clone for {cfg.name}"]
-    with files.temp_passfile([source], _parent(cfg.data_dir), ctl.owner) as passfile:
+    with files.temp_passfile([source], _parent(cfg.data_dir), ctl.runner.owner) as passfile:
         result = ctl.runner.run(args, env={"PGPASSFILE": passfile}, timeout=timeout)
     if not result.ok:
         log.error("pg_basebackup from %s failed: %s", source.conn_url, result.tail(10))
-        files.wipe_data_dir(cfg.data_dir, ctl.owner)
+        files.wipe_data_dir(cfg.data_dir, ctl.runner.owner)
         files.clear_incomplete(cfg.data_dir)
         return False
     params = cfg.parameters if parameters is None else parameters
@@ -186,7 +204,7 @@ def source_ready_for_rewind(source: ConnInfo) -> bool:
 
 
 def rewind(
-    ctl: PostgresControl,
+    ctl: Server,
     source: ConnInfo,
     parameters: Mapping[str, Any] | None,
     use_slot: bool,
@@ -195,23 +213,23 @@ def rewind(
     cfg = ctl.cfg
     if ctl.is_running():
         raise PgError("PostgreSQL is running: stop it before pg_rewind")
-    state = ctl.data_dir_state()
+    state = data_dir_state(cfg.data_dir)
     if state is not DataDirState.VALID:
         raise PgError(f"cannot rewind: data directory {cfg.data_dir} is {state.value}; re-clone it instead")
     # pg_rewind copies the source's config files over ours: keep our parameters to write them back.
-    params = dict(parameters) if parameters is not None else ctl.current_parameters()
+    params = dict(parameters) if parameters is not None else files.current_parameters(cfg.data_dir, cfg.parameters)
     if not source_ready_for_rewind(source):
         return False
     # pg_rewind first finishes crash recovery in single-user mode, which refuses to run with a
     # standby.signal (left by a start as a replica of a crashed primary): "standby mode is not
     # supported by single-user servers". The signal is written again once the rewind is done.
-    files.set_standby_signal(cfg.data_dir, False, ctl.owner)
+    files.set_standby_signal(cfg.data_dir, False, ctl.runner.owner)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(cfg.data_dir, "recovery.signal"))
     files.set_incomplete(cfg.data_dir, "rewind")
     args = [cfg.binary("pg_rewind"), f"--target-pgdata={cfg.data_dir}"]
     args.append(f"--source-server={source.dsn(with_password=False)}")
-    with files.temp_passfile([source], _parent(cfg.data_dir), ctl.owner) as passfile:
+    with files.temp_passfile([source], _parent(cfg.data_dir), ctl.runner.owner) as passfile:
         result = ctl.runner.run(args, env={"PGPASSFILE": passfile}, timeout=timeout)
     if not result.ok:
         if result.returncode > 0 and _REWIND_STARTED not in result.output:

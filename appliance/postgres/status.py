@@ -90,8 +90,10 @@ class PgStatus:
         return max(known) if known else None
 
 
-def connect(info: ConnInfo, statement_timeout_ms: int = 2000) -> psycopg.Connection[Any]:
-    """Autocommit connection with a short connect and statement timeout (the loop must not hang)."""
+def connect(info: ConnInfo, statement_timeout_ms: int = 2000, replication: bool = False) -> psycopg.Connection[Any]:
+    """Autocommit connection with a short connect and statement timeout (the loop must not hang);
+    ``replication``: a physical replication connection (replication commands only, no SQL)."""
+    extra: dict[str, Any] = {"replication": "true"} if replication else {}
     return psycopg.connect(
         host=info.host,
         port=info.port,
@@ -102,6 +104,7 @@ def connect(info: ConnInfo, statement_timeout_ms: int = 2000) -> psycopg.Connect
         connect_timeout=info.connect_timeout or 2,
         options=f"-c statement_timeout={int(statement_timeout_ms)}",
         autocommit=True,
+        **extra,
     )
 
 
@@ -189,6 +192,28 @@ def query_status(conn: psycopg.Connection[Any]) -> PgStatus:
         pending_restart=pending,
         **fields,
     )
+
+
+def unreachable(info: ConnInfo, timeout: int = 3) -> str | None:
+    """Why ``info`` accepts no connection (None: it does)."""
+    try:
+        with psycopg.connect(info.dsn(), connect_timeout=timeout, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return str(exc).strip()[:200]
+    return None
+
+
+def replay_timeline(conn: psycopg.Connection[Any]) -> int | None:
+    """The timeline from IDENTIFY_SYSTEM on a replication connection: on a standby, the one replay is
+    on (pg_control_checkpoint() lags after a timeline switch until the next restartpoint)."""
+    row = conn.execute("IDENTIFY_SYSTEM").fetchone()
+    if row is None:
+        return None
+    try:
+        return int(row[1])
+    except (IndexError, TypeError, ValueError):
+        return None
 
 
 def _one(cur: psycopg.Cursor[Any], sql: str) -> tuple[Any, ...]:

@@ -10,6 +10,7 @@ from appliance.core.model import HistoryEntry, Member
 from appliance.core.state import DataDir, JobResult, StandbyConn
 from appliance.core.sync import STRICT_PLACEHOLDER
 from appliance.manager.jobs import JobRunner, RetryLater
+from appliance.manager.memory import PgMemory
 from appliance.postgres.status import IN_ARCHIVE_RECOVERY, STREAMING, PgStatus, ReplicaConnection, WalReceiver
 
 from .world import Server, World, new_data
@@ -68,22 +69,14 @@ class SimPgOps:
         self.world = world
         self.name = name
         self.on_promote = on_promote
-        self.ssn_set_lsn: int | None = None
+        self.memory = PgMemory()  # what the manager told PostgreSQL (PgOps's contract)
+        self.params: dict[str, Any] = {}
 
     @property
     def server(self) -> Server:
         return self.world.servers[self.name]
 
-    # --- observation -----------------------------------------------------------------------------
-    @property
-    def upstream(self) -> str | None:
-        s = self.server
-        return s.upstream if s.running and s.in_recovery else None
-
-    @property
-    def ssn(self) -> str:
-        return self.server.ssn
-
+    # --- observation (changes nothing) --------------------------------------------------------------
     @property
     def conn_url(self) -> str:
         return f"postgres://{self.name}:5432/postgres"
@@ -98,8 +91,6 @@ class SimPgOps:
         common: dict[str, Any] = {"running": True, "system_identifier": data.sysid, "timeline": data.timeline,
                                   "synchronous_standby_names": s.ssn}
         if not s.in_recovery:
-            if self.ssn_set_lsn is None:
-                self.ssn_set_lsn = data.lsn
             return PgStatus(in_recovery=False, role="primary", wal_lsn=data.lsn,
                             replication=self._replication(), **common)
         receiver = WalReceiver(STREAMING, data.timeline, s.upstream, 5432, self.name, "", data.lsn) \
@@ -165,6 +156,7 @@ class SimPgOps:
     def follow(self, leader: Member | None) -> bool:
         s = self.server
         s.upstream = leader.name if leader is not None else None
+        self.memory.upstream = leader
         return s.answers or not s.running
 
     def reconcile(self) -> bool:
@@ -174,8 +166,8 @@ class SimPgOps:
         s = self.server
         if not s.answers:
             return False
-        s.ssn = value
-        self.ssn_set_lsn = s.data.lsn if (s.data is not None and not s.in_recovery) else None
+        s.ssn = self.memory.ssn = value
+        self.memory.ssn_set_lsn = s.data.lsn if (s.data is not None and not s.in_recovery) else None
         return True
 
     def ensure_slots(self, names: tuple[str, ...]) -> None:
@@ -195,7 +187,7 @@ class SimPgOps:
         s.data = dataclasses.replace(data, timeline=data.timeline + 1,
                                      history=(*data.history, (data.timeline, data.lsn)))
         s.in_recovery, s.upstream, s.streaming = False, None, False
-        self.ssn_set_lsn = None
+        self.memory.upstream = self.memory.ssn_set_lsn = None
         return True
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -215,22 +207,24 @@ class SimPgOps:
             return False, "PostgreSQL did not accept connections; see its log"
         s.running, s.in_recovery = True, not primary
         s.upstream = upstream.name if (upstream is not None and not primary) else None
+        self.memory.upstream = upstream if not primary else None
         return True, ""
 
     def restart(self, timeout: float | None = None) -> tuple[bool, str]:
         s = self.server
         primary = s.running and not s.in_recovery
-        upstream = s.upstream
         s.stop()
         if s.fail_start:
             return False, "PostgreSQL did not accept connections; see its log"
-        s.running, s.in_recovery, s.upstream = True, not primary, None if primary else upstream
+        upstream = None if primary else self.memory.upstream  # PgOps restarts with what it remembers
+        s.running, s.in_recovery, s.upstream = True, not primary, upstream.name if upstream else None
         return True, ""
 
     def bootstrap(self) -> tuple[bool, str]:
         s = self.server
         s.data, s.incomplete = new_data(), False
         s.running, s.in_recovery, s.upstream, s.ssn = True, False, None, ""
+        self.memory.upstream = None
         return True, ""
 
     def _source(self, source: Member, what: str) -> Server:
