@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.core.flags import tag_set
+from appliance.core.tags import Tags
 from appliance.core.wal import wal_lag
 from appliance.manager.channel import staleness
 
@@ -106,7 +106,7 @@ def _standby_leader(doc: dict[str, Any], args: Mapping[str, str], now: float) ->
 
 
 def _tags_match(doc: dict[str, Any], args: Mapping[str, str]) -> str | None:
-    tags = doc.get("tags") or {}
+    tags = Tags.from_json(doc.get("tags")).values
     for key, want in args.items():
         if not key.startswith("tag_"):
             continue
@@ -138,7 +138,7 @@ def _replica(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdic
     problem = doc.get("replication_problem")
     if problem:
         return Verdict(503, f"stale replica: {problem}")
-    if tag_set(doc.get("tags"), "noloadbalance"):
+    if Tags.from_json(doc.get("tags")).noloadbalance:
         return Verdict(503, "tagged noloadbalance")
     want_state = args.get("replication_state")
     if want_state and pg.get("replication_state") != want_state:

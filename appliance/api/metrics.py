@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from appliance import PATRONI_VERSION, __version__
 from appliance.api.health import lag_bytes
 from appliance.config.security import CHANNELS
-from appliance.core.model import Member
+from appliance.core.tags import Tags
 from appliance.manager.channel import staleness
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -185,9 +185,8 @@ def patroni_metrics(f: _Families, doc: dict[str, Any], fresh: bool) -> None:
     f.gauge("patroni_is_paused", "Value is 1 if auto failover is disabled, 0 otherwise.", float(bool(pd.get("pause"))))
     f.gauge("patroni_postgres_state", "Numeric representation of Postgres state (Patroni's fixed codes; -1 unknown).",
             float(POSTGRES_STATE_CODES.get(str(state), -1)) if fresh else -1.0)
-    tags = doc.get("tags") if isinstance(doc.get("tags"), dict) else {}
     f.gauge("patroni_failover_priority", "Value of the failover_priority tag (0 with nofailover).",
-            float(Member(name="-", tags=dict(tags or {})).failover_priority) if doc else 0.0)
+            float(Tags.from_json(doc.get("tags")).failover_priority) if doc else 0.0)
 
 
 def appliance_metrics(f: _Families, doc: dict[str, Any], fresh: bool, now: float, wall: float) -> None:

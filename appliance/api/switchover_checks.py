@@ -13,8 +13,9 @@ from typing import Any
 
 from appliance.config.schema import DynamicConfig
 from appliance.core.candidates import candidate_problem
-from appliance.core.flags import synchronous_mode, tag_set
+from appliance.core.flags import synchronous_mode
 from appliance.core.model import ClusterView, Member
+from appliance.core.tags import Tags
 from appliance.core.wal import wal_lag
 from appliance.dcs.base import DCSError
 
@@ -122,7 +123,7 @@ class CandidateCheck:
             return f"its /patroni says state {doc.get('state')!r}, not running"
         if doc.get("watchdog_failed"):
             return "not watchdog capable"
-        if tag_set(doc.get("tags"), "nofailover"):
+        if Tags.from_json(doc.get("tags")).nofailover:
             return "tagged nofailover"
         xlog = doc.get("xlog") or {}
         positions = [v for v in (xlog.get("received_location"), xlog.get("replayed_location"), xlog.get("location"),

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from appliance.core.model import ClusterView, Member, PgState
+from appliance.core.tags import Tags
 
 
-def tag_problem(nofailover: bool, failover_priority: int) -> str | None:
+def tag_problem(tags: Tags) -> str | None:
     """Why the tags forbid a promotion (nofailover, a failover_priority of 0 or less), or None."""
-    if nofailover:
+    if tags.nofailover:
         return "tagged nofailover"
-    if failover_priority <= 0:
-        return f"failover_priority is {failover_priority}"
+    if tags.failover_priority <= 0:
+        return f"failover_priority is {tags.failover_priority}"
     return None
 
 
@@ -29,4 +30,4 @@ def candidate_problem(view: ClusterView, member: Member, *, sync_only: bool) -> 
         return "is the current leader"
     if member.state != PgState.RUNNING.value:
         return f"state is {member.state!r}, not running"
-    return tag_problem(member.nofailover, member.failover_priority) or sync_problem(view, member.name, sync_only)
+    return tag_problem(member.tags) or sync_problem(view, member.name, sync_only)

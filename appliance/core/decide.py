@@ -276,7 +276,7 @@ def _as_follower(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[
             return [a.Reinitialize(f"timeline {local.timeline} still diverges from {leader.name}'s history "
                                    "after a rewind (or use_pg_rewind is off): re-clone", source=leader)]
         return [a.Rewind(f"timeline {local.timeline} diverged from {leader.name}'s history", source=leader)]
-    upstream = view.member(cfg.replicatefrom) if cfg.replicatefrom else None
+    upstream = view.member(cfg.tags.replicatefrom) if cfg.tags.replicatefrom else None
     target = upstream or leader or view.member(leader_name)
     acts: list[a.Action] = []
     if target is not None and local.following != target.name:

@@ -28,9 +28,9 @@ def ineligible_reason(view: ClusterView, local: LocalState, cfg: HaSettings) -> 
 
 
 def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
-    tags = tag_problem(cfg.nofailover, cfg.failover_priority)
-    if tags:
-        return tags
+    problem = tag_problem(cfg.tags)
+    if problem:
+        return problem
     if local.fence_problem:
         return f"cannot be fenced: {local.fence_problem}"
     fo = view.failover
@@ -65,7 +65,7 @@ def _another_can_take_over(view: ClusterView, local: LocalState, cfg: HaSettings
     for peer in local.peers:
         if peer.name in (local.name, fo.member if fo else None) or not (peer.reachable and peer.running):
             continue
-        if tag_problem(peer.nofailover, peer.failover_priority) or peer.wal_position is None:
+        if tag_problem(peer.tags) or peer.wal_position is None:
             continue
         if sync is not None and peer.name not in sync.sync_standby:
             continue
@@ -104,13 +104,13 @@ def _peer_beats_us(peer: PeerStatus, view: ClusterView, local: LocalState, cfg: 
     fo = view.failover
     if fo is not None and fo.leader == peer.name and switchover_due(view, local):
         return None  # the switchover is away from it: it takes over only when nobody else can
-    if tag_problem(peer.nofailover, peer.failover_priority) or sync_problem(view, peer.name, cfg.synchronous_mode):
+    if tag_problem(peer.tags) or sync_problem(view, peer.name, cfg.synchronous_mode):
         return None
     if peer.wal_position is None or local.wal_position is None:
         return None
     if peer.wal_position > local.wal_position:
         return f"{peer.name} has more WAL ({peer.wal_position} > {local.wal_position})"
-    if peer.wal_position == local.wal_position and peer.failover_priority > cfg.failover_priority:
+    if peer.wal_position == local.wal_position and peer.tags.failover_priority > cfg.tags.failover_priority:
         return f"{peer.name} has the same WAL and a higher failover_priority"
     return None
 

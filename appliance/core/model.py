@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from appliance.core.flags import failover_priority, tag_set
+from appliance.core.tags import Tags
 
 
 class Role(StrEnum):
@@ -50,25 +50,13 @@ class Member:
     replication_state: str | None = None
     receive_lsn: int | None = None
     replay_lsn: int | None = None
-    tags: dict[str, Any] = field(default_factory=dict)
+    tags: Tags = field(default_factory=Tags)
     pending_restart: bool = False
     pending_restart_reason: dict[str, Any] | None = None
     # Anything else a Patroni member may carry (proxy_url, scheduled_restart, ...), kept verbatim.
     extra: dict[str, Any] = field(default_factory=dict)
     # etcd bookkeeping; not part of the JSON value.
     mod_revision: int = 0
-
-    @property
-    def nofailover(self) -> bool:
-        return tag_set(self.tags, "nofailover")
-
-    @property
-    def failover_priority(self) -> int:
-        return failover_priority(self.tags)
-
-    @property
-    def nosync(self) -> bool:
-        return tag_set(self.tags, "nosync")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from appliance.core.model import HistoryEntry, Role
+from appliance.core.tags import Tags
 
 
 class DataDir(StrEnum):
@@ -36,8 +37,7 @@ class PeerStatus:
     role: str | None = None
     running: bool = False
     wal_position: int | None = None
-    failover_priority: int = 1
-    nofailover: bool = False
+    tags: Tags = field(default_factory=Tags)
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,5 @@ class HaSettings:
     use_pg_rewind: bool = True
     use_slots: bool = True
     check_timeline: bool = False
-    nofailover: bool = False
-    failover_priority: int = 1
-    replicatefrom: str | None = None
+    tags: Tags = field(default_factory=Tags)  # this node's own
     permanent_slots: tuple[str, ...] = field(default_factory=tuple)

@@ -53,7 +53,7 @@ def desired_standbys(view: ClusterView, local: LocalState, cfg: HaSettings) -> t
     candidates = []
     for conn in local.replication:
         member = view.member(conn.application_name)
-        if member is None or member.nosync or conn.state != "streaming":
+        if member is None or member.tags.nosync or conn.state != "streaming":
             continue
         candidates.append(conn.application_name)
     # Then the ones synchronous_standby_names already names: a new primary never switches from the

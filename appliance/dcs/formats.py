@@ -17,6 +17,7 @@ from appliance.core.model import (
     Member,
     SyncState,
 )
+from appliance.core.tags import Tags
 
 # Key names relative to the cluster prefix (patroni/dcs/__init__.py).
 INITIALIZE = "initialize"
@@ -104,7 +105,6 @@ def decode_member(name: str, value: str, mod_revision: int = 0) -> Member:
     data = _legacy_member(value) if value.startswith("postgres") else _loads(value)
     if not isinstance(data, dict):
         data = {}
-    tags = data.get("tags")
     reason = data.get("pending_restart_reason")
     return Member(
         name=name,
@@ -118,7 +118,7 @@ def decode_member(name: str, value: str, mod_revision: int = 0) -> Member:
         replication_state=_str(data.get("replication_state")),
         receive_lsn=_int(data.get("receive_lsn")),
         replay_lsn=_int(data.get("replay_lsn")),
-        tags=dict(tags) if isinstance(tags, dict) else {},
+        tags=Tags.from_json(data.get("tags")),
         pending_restart=data.get("pending_restart") is True,
         pending_restart_reason=dict(reason) if isinstance(reason, dict) else None,
         extra={k: v for k, v in data.items() if k not in _MEMBER_FIELDS},
@@ -148,7 +148,7 @@ def encode_member(member: Member) -> str:
         if key in extra:
             data[key] = extra.pop(key)
     if member.tags:
-        data["tags"] = member.tags
+        data["tags"] = member.tags.to_json()
     if member.pending_restart:
         data["pending_restart"] = True
     if member.pending_restart_reason is not None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from appliance.core.flags import failover_priority, tag_set
 from appliance.core.model import Member
 from appliance.core.state import PeerStatus
+from appliance.core.tags import Tags
 from appliance.net.http import Client, request
 
 
@@ -20,10 +20,8 @@ def wal_position(doc: dict[str, Any]) -> int | None:
 
 
 def parse_status(name: str, doc: dict[str, Any]) -> PeerStatus:
-    tags = doc.get("tags") or {}
     return PeerStatus(name=name, reachable=True, role=doc.get("role"), running=doc.get("state") == "running",
-                      wal_position=wal_position(doc), failover_priority=failover_priority(tags),
-                      nofailover=tag_set(tags, "nofailover"))
+                      wal_position=wal_position(doc), tags=Tags.from_json(doc.get("tags")))
 
 
 def fetch_one(member: Member, timeout: float, client: Client | None = None) -> PeerStatus:

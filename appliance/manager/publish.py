@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from appliance import PATRONI_VERSION, __version__
 from appliance.core.model import ClusterView, Member
 from appliance.core.state import HaSettings
+from appliance.core.tags import Tags
 from appliance.net.address import conn_url_address
 from appliance.postgres.status import PgStatus
 
@@ -28,7 +30,7 @@ def pg_state(status: PgStatus, job: str | None) -> str:
 
 
 def member_value(name: str, conn_url: str, api_url: str, status: PgStatus, job: str | None,
-                 tags: dict[str, Any], paused: bool = False,
+                 tags: Mapping[str, Any], paused: bool = False,
                  scheduled_restart: dict[str, Any] | None = None) -> Member:
     extra: dict[str, Any] = {}
     if paused:
@@ -49,7 +51,7 @@ def member_value(name: str, conn_url: str, api_url: str, status: PgStatus, job: 
         receive_lsn=(max(status.receive_lsn, status.replay_lsn or 0) if status.receive_lsn is not None
                      else None) if status.role == "replica" else None,
         replay_lsn=status.replay_lsn if status.role == "replica" else None,
-        tags=dict(tags),
+        tags=Tags.from_json(tags),
         pending_restart=bool(status.pending_restart),
         pending_restart_reason={p.name: {"old_value": p.old_value, "new_value": p.new_value}
                                 for p in status.pending_restart} or None,
@@ -117,7 +119,7 @@ def cluster_doc(scope: str, view: ClusterView) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": m.name, "role": role, "state": m.replication_state or m.state
                                  if m.name != leader else m.state,
                                  "api_url": m.api_url, "host": host, "port": port, "timeline": m.timeline,
-                                 "tags": m.tags}
+                                 "tags": m.tags.to_json()}
         if m.pending_restart:
             entry["pending_restart"] = True
         if m.name != leader and m.xlog_location is not None and leader_lsn is not None:

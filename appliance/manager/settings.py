@@ -10,8 +10,8 @@ from appliance.config import Effective, LocalLayers, build_local, load_local
 from appliance.config.errors import ConfigError
 from appliance.config.schema import DynamicConfig, LocalConfig
 from appliance.config.security import security_problems, security_warnings
-from appliance.core.flags import failover_priority, tag_set
 from appliance.core.state import HaSettings
+from appliance.core.tags import Tags
 from appliance.postgres.config import PgConfig
 from appliance.postgres.settings import pg_config_from_settings
 
@@ -32,7 +32,6 @@ def check_security(layers: LocalLayers, local: LocalConfig) -> list[str]:
 
 
 def ha_settings(dynamic: DynamicConfig, local: LocalConfig) -> HaSettings:
-    tags = local.tags
     return HaSettings(
         ttl=dynamic.ttl,
         loop_wait=dynamic.loop_wait,
@@ -51,9 +50,7 @@ def ha_settings(dynamic: DynamicConfig, local: LocalConfig) -> HaSettings:
         use_pg_rewind=dynamic.postgresql.use_pg_rewind,
         use_slots=dynamic.postgresql.use_slots,
         check_timeline=dynamic.check_timeline,
-        nofailover=tag_set(tags, "nofailover"),
-        failover_priority=failover_priority(tags),
-        replicatefrom=tags.get("replicatefrom"),
+        tags=Tags.from_json(local.tags),
     )
 
 

@@ -14,6 +14,7 @@ import pytest
 from pyetcd import Etcd3Client
 
 from appliance.core.model import ClusterStatus, Failover, HistoryEntry, Member
+from appliance.core.tags import Tags
 from appliance.dcs.base import DCSError
 from appliance.dcs.etcd import EtcdDCS
 from tests.support.etcd import EtcdCluster
@@ -87,7 +88,7 @@ def a_member(name: str) -> Member:
         version="4.1.4",
         xlog_location=50331808,
         timeline=2,
-        tags={"clonefrom": True},
+        tags=Tags({"clonefrom": True}),
     )
 
 

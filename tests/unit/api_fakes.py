@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from appliance.api.app import create_app
 from appliance.config.schema import LocalConfig
 from appliance.core.model import Member
+from appliance.core.tags import Tags
 from appliance.dcs.fake import FakeDCS, FakeStore
 from appliance.manager.intents import INTENT_DIR, Intent, take_all
 
@@ -34,7 +35,7 @@ def member(name: str, role: str = "replica", state: str = "running", xlog: int =
            tags: dict[str, Any] | None = None) -> Member:
     host = f"10.0.0.{name[-1]}"
     return Member(name=name, conn_url=f"postgres://{host}:5432/postgres", api_url=f"http://{host}:8008/patroni",
-                  state=state, role=role, xlog_location=xlog, timeline=1, tags=dict(tags or {}),
+                  state=state, role=role, xlog_location=xlog, timeline=1, tags=Tags(dict(tags or {})),
                   replication_state="streaming" if role == "replica" else None)
 
 

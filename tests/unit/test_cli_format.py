@@ -15,6 +15,7 @@ from appliance.cli.ctl.formatting import (
     topology_order,
 )
 from appliance.core.model import ClusterStatus, ClusterView, Failover, HistoryEntry, Leader, Member, SyncState
+from appliance.core.tags import Tags
 from appliance.core.wal import format_lsn
 
 MIB = 1024 * 1024
@@ -31,7 +32,7 @@ def view(**over: object) -> ClusterView:
         _member("n2", "10.0.0.2", replication_state="streaming", receive_lsn=0x5000000 + 3 * MIB,
                 replay_lsn=0x5000000 + MIB),
         _member("n3", "10.0.0.3", replication_state="streaming", receive_lsn=0x5000000, replay_lsn=0x5000000,
-                tags={"nofailover": True}),
+                tags=Tags({"nofailover": True})),
     )
     fields: dict[str, object] = {
         "initialize": "7300000000000000001",
@@ -120,7 +121,7 @@ def test_history_rows() -> None:
 
 def test_topology_follows_replicatefrom() -> None:
     v = view()
-    cascaded = tuple(m if m.name != "n3" else Member(**{**m.__dict__, "tags": {"replicatefrom": "n2"}})
+    cascaded = tuple(m if m.name != "n3" else Member(**{**m.__dict__, "tags": Tags({"replicatefrom": "n2"})})
                      for m in v.members)
     assert list(topology_order(ClusterView(leader=Leader("n1"), members=cascaded))) == [(0, "n1"), (1, "n2"),
                                                                                         (2, "n3")]

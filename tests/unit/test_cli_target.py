@@ -29,12 +29,14 @@ from appliance.cli.ctl.target import (
 from appliance.cli.ctl.view_cmds import pick_member, watching
 from appliance.cli.main import cli
 from appliance.core.model import ClusterView, Leader, Member
+from appliance.core.tags import Tags
 
 VIEW = ClusterView(
     leader=Leader("n1"),
     members=(Member("n1", conn_url="postgres://10.0.0.1:5432/postgres", state="running"),
              Member("n2", conn_url="postgres://10.0.0.2:5432/postgres", state="running"),
-             Member("n3", conn_url="postgres://10.0.0.3:5433/postgres", state="stopped", tags={"nofailover": True})),
+             Member("n3", conn_url="postgres://10.0.0.3:5433/postgres", state="stopped",
+                    tags=Tags({"nofailover": True}))),
 )
 
 

@@ -13,6 +13,7 @@ from appliance.core.election import ineligible_reason
 from appliance.core.failover_key import switchover_actions
 from appliance.core.model import ClusterStatus, ClusterView, Failover, Leader, Member, SyncState
 from appliance.core.state import DataDir, HaSettings, LocalState, PeerStatus
+from appliance.core.tags import Tags
 
 # (candidate n2's member fields, sync key standbys or None, synchronous_mode, expected reason)
 CASES: list[tuple[dict[str, Any], tuple[str, ...] | None, bool, str | None]] = [
@@ -31,7 +32,7 @@ CASES: list[tuple[dict[str, Any], tuple[str, ...] | None, bool, str | None]] = [
 def cluster(fields: dict[str, Any], standbys: tuple[str, ...] | None, sync_mode: bool,
             failover: Failover | None = None) -> ClusterView:
     members = (Member("n1", state="running", role="primary", xlog_location=1000),
-               Member("n2", state=fields.get("state", "running"), tags=fields.get("tags", {}), xlog_location=1000,
+               Member("n2", state=fields.get("state", "running"), tags=Tags(fields.get("tags", {})), xlog_location=1000,
                       api_url="http://n2:8008/patroni"))
     return ClusterView(initialize="1", config={"synchronous_mode": sync_mode}, leader=Leader("n1"), members=members,
                        sync=SyncState("n1", standbys) if standbys is not None else None,
@@ -59,8 +60,7 @@ def test_every_judge_of_a_candidate_agrees(fields: dict[str, Any], standbys: tup
         assert isinstance(acts[0], a.ClearFailover)
         assert acts[0].reason == f"switchover cancelled: candidate n2: {reason}"
     # The election: a peer the rule rejects never outruns us; one it accepts (more WAL) does.
-    peer = PeerStatus("n2", True, "replica", True, 2000, failover_priority=n2.failover_priority,
-                      nofailover=n2.nofailover)
+    peer = PeerStatus("n2", True, "replica", True, 2000, tags=n2.tags)
     me = LocalState(name="n3", now=100.0, data_dir=DataDir.VALID, running=True, wal_position=1000, peers=(peer,))
     no_leader = ClusterView(initialize="1", members=view.members, sync=view.sync, status=view.status)
     outran = ineligible_reason(no_leader, me, cfg)
@@ -70,7 +70,7 @@ def test_every_judge_of_a_candidate_agrees(fields: dict[str, Any], standbys: tup
 def test_the_election_says_our_own_tags_and_sync_the_same_way() -> None:
     me = LocalState(name="n2", now=100.0, data_dir=DataDir.VALID, running=True, wal_position=1000)
     view = cluster({}, ("n3",), True)
-    assert ineligible_reason(view, me, HaSettings(nofailover=True)) == "tagged nofailover"
-    assert ineligible_reason(view, me, HaSettings(failover_priority=0)) == "failover_priority is 0"
+    assert ineligible_reason(view, me, HaSettings(tags=Tags({"nofailover": True}))) == "tagged nofailover"
+    assert ineligible_reason(view, me, HaSettings(tags=Tags({"failover_priority": 0}))) == "failover_priority is 0"
     assert ineligible_reason(view, me, HaSettings(synchronous_mode=True)) == (
         "synchronous_mode: not a synchronous standby (sync key: n3)")

@@ -13,6 +13,7 @@ from appliance.config.dynamic import check_dynamic, origin_of
 from appliance.config.schema import DynamicConfig, LocalConfig
 from appliance.core.flags import failover_priority, parse_bool, synchronous_mode, tag_set, truthy
 from appliance.core.model import ClusterView, Member
+from appliance.core.tags import Tags
 from appliance.manager.peers import parse_status
 from appliance.manager.settings import ha_settings
 
@@ -28,13 +29,13 @@ def test_every_reader_of_a_tag_agrees(value: Any, expected: bool) -> None:
     tags = {"nofailover": value, "nosync": value, "noloadbalance": value}
     assert truthy(value) is expected
     assert tag_set(tags, "nofailover") is expected
-    member = Member("n1", tags=tags)
-    assert (member.nofailover, member.nosync) == (expected, expected)
+    member = Member("n1", tags=Tags(tags))
+    assert (member.tags.nofailover, member.tags.nosync, member.tags.noloadbalance) == (expected,) * 3
     peer = parse_status("n1", {"tags": tags})
-    assert peer.nofailover is expected
+    assert peer.tags.nofailover is expected
     ha = ha_settings(DynamicConfig(), LocalConfig.model_validate({"name": "n1", "tags": tags}))
-    assert ha.nofailover is expected
-    assert (ha.failover_priority == 0) is expected
+    assert ha.tags.nofailover is expected
+    assert (ha.tags.failover_priority == 0) is expected
     verdict = _replica({"postgres": {"running": True, "role": "replica"}, "tags": tags}, {}, 0.0)
     assert (verdict.code == 503) is expected
 
@@ -45,8 +46,8 @@ def test_every_reader_of_a_tag_agrees(value: Any, expected: bool) -> None:
 ])
 def test_failover_priority_is_read_one_way(tags: dict[str, Any], priority: int) -> None:
     assert failover_priority(tags) == priority
-    assert Member("n1", tags=tags).failover_priority == priority
-    assert parse_status("n1", {"tags": tags}).failover_priority == priority
+    assert Member("n1", tags=Tags(tags)).tags.failover_priority == priority
+    assert parse_status("n1", {"tags": tags}).tags.failover_priority == priority
 
 
 SYNC_VALUES: list[tuple[Any, tuple[bool, bool]]] = [

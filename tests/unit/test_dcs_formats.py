@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from appliance.core.model import ClusterStatus, Failover, HistoryEntry, Member
+from appliance.core.tags import Tags
 from appliance.dcs import formats as f
 from appliance.dcs.etcd_transport import parse_host
 
@@ -45,7 +46,7 @@ def test_member_fields_are_typed() -> None:
     m = f.decode_member("node3", TAGGED, mod_revision=17)
     assert (m.name, m.role, m.state, m.version, m.timeline) == ("node3", "replica", "running", "4.1.4", 2)
     assert m.xlog_location == 50331808 and m.mod_revision == 17
-    assert m.nofailover and m.tags["clonefrom"] is True
+    assert m.tags.nofailover and m.tags.clonefrom and m.tags.values["clonefrom"] is True
     assert m.pending_restart and m.pending_restart_reason == {
         "max_connections": {"old_value": "100", "new_value": "200"}
     }
@@ -70,7 +71,7 @@ def test_member_encoding_from_the_model() -> None:
         version="4.1.4",
         xlog_location=10,
         timeline=1,
-        tags={"nosync": True},
+        tags=Tags({"nosync": True}),
     )
     assert f.encode_member(member) == (
         '{"conn_url":"postgres://h:5432/postgres","api_url":"http://h:8008/patroni","state":"running",'
@@ -81,7 +82,7 @@ def test_member_encoding_from_the_model() -> None:
 def test_member_tolerates_garbage_and_legacy_values() -> None:
     for garbage in ("", "{", "[]", "null", "42", '"text"', '{"xlog_location":"abc","tags":[1]}'):
         m = f.decode_member("x", garbage)
-        assert m.name == "x" and m.state == "unknown" and m.tags == {} and m.xlog_location is None
+        assert m.name == "x" and m.state == "unknown" and m.tags == Tags() and m.xlog_location is None
     assert f.decode_member("x", '{"xlog_location":"123"}').xlog_location == 123
     legacy = f.decode_member("x", "postgres://u@h:5432/postgres?application_name=http://h:8008/patroni")
     assert (legacy.conn_url, legacy.api_url) == ("postgres://u@h:5432/postgres", "http://h:8008/patroni")

@@ -19,6 +19,7 @@ from appliance.core.model import (
     SyncState,
 )
 from appliance.core.state import DataDir, HaSettings, JobResult, LocalState, PeerStatus, Retry, StandbyConn
+from appliance.core.tags import Tags
 
 SYSID = "7300000000000000001"
 
@@ -94,10 +95,11 @@ CASES = [
     ("a peer still running as primary blocks the race", view(leader=None),
      replica(peers=(PeerStatus("n1", True, "primary", True, 900),)), CFG, ["Wait"]),
     ("equal WAL, higher priority peer wins", view(leader=None),
-     replica(peers=(PeerStatus("n3", True, "replica", True, 1000, failover_priority=5),)), CFG, ["Wait"]),
+     replica(peers=(PeerStatus("n3", True, "replica", True, 1000, tags=Tags({"failover_priority": 5})),)), CFG,
+     ["Wait"]),
     ("lagging replica never wins", view(leader=None, status=ClusterStatus(optime=10_000_000)), replica(), CFG,
      ["Wait"]),
-    ("nofailover never wins", view(leader=None), replica(), HaSettings(nofailover=True), ["Wait"]),
+    ("nofailover never wins", view(leader=None), replica(), HaSettings(tags=Tags({"nofailover": True})), ["Wait"]),
     ("sync mode: node not in the sync key never wins", view(leader=None, sync=SyncState("n1", ("n3",))),
      replica(), SYNC, ["Wait"]),
     ("sync mode: the sync standby wins", view(leader=None, sync=SyncState("n1", ("n2",))), replica(), SYNC,

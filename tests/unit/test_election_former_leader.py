@@ -9,6 +9,7 @@ import pytest
 from appliance.core.election import ineligible_reason
 from appliance.core.model import ClusterView, Failover, Member, Role, SyncState
 from appliance.core.state import DataDir, HaSettings, LocalState, PeerStatus
+from appliance.core.tags import Tags
 
 MEMBERS = tuple(Member(name=n, state="running", role="replica") for n in ("node1", "node2", "node3"))
 
@@ -29,7 +30,7 @@ def _peer(name: str, wal: int, running: bool = True, **kw: object) -> PeerStatus
 @pytest.mark.parametrize(("peers", "sync", "eligible"), [
     ((_peer("node1", 100), _peer("node3", 100)), None, False),  # others can: stand back
     ((_peer("node1", 100, running=False), PeerStatus("node3", False)), None, True),  # nobody else: take over
-    ((_peer("node1", 100, nofailover=True, failover_priority=0),), None, True),
+    ((_peer("node1", 100, tags=Tags({"nofailover": True})),), None, True),
     # Synchronous mode: neither the sync key's stale leader nor a non-synchronous replica counts.
     ((_peer("node1", 100), _peer("node3", 100)), SyncState(leader="node1", sync_standby=("node2",)), True),
     ((_peer("node1", 100), _peer("node3", 100)), SyncState(leader="node1", sync_standby=("node3",)), False),

@@ -8,6 +8,7 @@ from typing import Any
 from appliance.cli.ctl.rest import api_base, get_json
 from appliance.cli.ctl.target import CtlError, Target, take_cluster_name
 from appliance.core.model import ClusterView, HistoryEntry, Leader, Member, SyncState
+from appliance.core.tags import Tags
 from appliance.core.wal import lsn_or_none
 from appliance.dcs.base import DCSError
 from appliance.dcs.etcd import EtcdDCS
@@ -113,7 +114,7 @@ def view_from_rest(target: Target, url: str) -> ClusterView:
             api_url=str(item.get("api_url") or ""), state=str(item.get("state") or "unknown"),
             role="primary" if role == "leader" else "replica", timeline=item.get("timeline"),
             xlog_location=lsn_or_none(item.get("lsn")), receive_lsn=lsn_or_none(item.get("receive_lsn")),
-            replay_lsn=lsn_or_none(item.get("replay_lsn")), tags=dict(item.get("tags") or {}),
+            replay_lsn=lsn_or_none(item.get("replay_lsn")), tags=Tags.from_json(item.get("tags")),
             pending_restart=bool(item.get("pending_restart")),
         ))
     config = _optional_json(target, f"{base}/config")

@@ -93,7 +93,7 @@ def member_rows(view: ClusterView, extended: bool = False) -> tuple[list[str], l
             "Pending restart": "*" if member.pending_restart else "",
             "Pending restart reason": _restart_reason(member),
             "Scheduled restart": _scheduled_restart(member),
-            "Tags": json.dumps(member.tags, sort_keys=True, separators=(", ", ": ")) if member.tags else "",
+            "Tags": json.dumps(member.tags.to_json(), sort_keys=True, separators=(", ", ": ")) if member.tags else "",
         }
         for kind, lsn in (("Receive", member.receive_lsn), ("Replay", member.replay_lsn)):
             if leader:
@@ -195,7 +195,7 @@ def topology_order(view: ClusterView) -> Iterator[tuple[int, str]]:
     for m in sorted(view.members, key=lambda x: x.name):
         if m.name == leader:
             continue
-        parent = m.tags.get("replicatefrom")
+        parent = m.tags.replicatefrom
         parent = parent if parent in replicas and parent != m.name else leader
         children.setdefault(parent, []).append(m.name)
     seen: set[str] = set()

@@ -42,7 +42,7 @@ def next_hour() -> str:
 
 def candidate_names(view: ClusterView) -> list[str]:
     """Members that may be promoted: not the leader, not tagged nofailover (patroni#769)."""
-    return sorted(m.name for m in view.members if m.name != view.leader_name and not m.nofailover)
+    return sorted(m.name for m in view.members if m.name != view.leader_name and not m.tags.nofailover)
 
 
 def rejections(reply: Reply) -> list[str]:
