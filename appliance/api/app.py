@@ -18,6 +18,7 @@ from appliance.api.context import ApiContext, ApiDCS, ConfigCheck, Probe, StateR
 from appliance.api.health import classify, evaluate
 from appliance.api.metrics import register_metrics
 from appliance.config.schema import LocalConfig
+from appliance.core.model import PgState, Role
 from appliance.manager.channel import StateCache, staleness
 
 HEALTH_METHODS = ["GET", "HEAD", "OPTIONS"]
@@ -120,8 +121,8 @@ def _member_urls(ctx: ApiContext) -> Iterable[str]:
 
 def _patroni_body(doc: dict[str, Any] | None) -> dict[str, Any]:
     if doc is None:
-        return {"state": "unknown", "role": "uninitialized"}
-    return dict(doc.get("patroni_doc") or {"state": "unknown", "role": "uninitialized"})
+        return {"state": PgState.UNKNOWN, "role": Role.UNINITIALIZED}
+    return dict(doc.get("patroni_doc") or {"state": PgState.UNKNOWN, "role": Role.UNINITIALIZED})
 
 
 def _register_status(app: Flask, reader: StateReader, clock: Callable[[], float]) -> None:
@@ -131,7 +132,7 @@ def _register_status(app: Flask, reader: StateReader, clock: Callable[[], float]
         body = _patroni_body(doc)
         why = staleness(doc, clock()) if doc is not None else "no state from the manager yet"
         if why:
-            body["state"] = "unknown"
+            body["state"] = PgState.UNKNOWN
             body["reason"] = why
         return jsonify(body)
 

@@ -13,7 +13,7 @@ from appliance.api import restart as restart_rules
 from appliance.api import switchover_checks as sw
 from appliance.api.body import BadInput, json_body, optional_bool, optional_str, reject_unknown, text
 from appliance.api.context import ApiContext, Unavailable
-from appliance.core.model import ClusterView, Failover
+from appliance.core.model import ClusterView, Failover, Role
 from appliance.manager import failsafe
 
 FAILSAFE_KEYS = frozenset({"name", "conn_url", "api_url", "slots"})
@@ -174,7 +174,7 @@ def post_failsafe(ctx: ApiContext) -> Response:
     if not doc.get("failsafe_mode"):
         return text(502, "failsafe_mode is not enabled")
     pg = doc.get("postgres") or {}
-    if pg.get("running") and pg.get("role") == "primary" and name != doc.get("name"):
+    if pg.get("running") and pg.get("role") == Role.PRIMARY and name != doc.get("name"):
         return text(500, "Running as a leader")
     if ctx.run_dir is None:
         raise Unavailable("this API has no run_dir: cannot pass the failsafe request to the manager")

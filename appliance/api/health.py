@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.core.model import ReplicationState, Role
 from appliance.core.tags import Tags
 from appliance.core.wal import wal_lag
 from appliance.manager.channel import staleness
@@ -91,7 +92,7 @@ def _primary(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdic
     pg = doc.get("postgres") or {}
     if not pg.get("running"):
         return Verdict(503, "PostgreSQL is not running")
-    if pg.get("role") != "primary":
+    if pg.get("role") != Role.PRIMARY:
         return Verdict(503, "holding the lock but PostgreSQL is not read-write yet")
     return OK
 
@@ -133,7 +134,7 @@ def _replica(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdic
     pg = doc.get("postgres") or {}
     if not pg.get("running"):
         return Verdict(503, "PostgreSQL is not running")
-    if pg.get("role") != "replica":
+    if pg.get("role") != Role.REPLICA:
         return Verdict(503, f"role is {pg.get('role')}, not replica")
     problem = doc.get("replication_problem")
     if problem:
@@ -192,7 +193,7 @@ def _liveness(doc: dict[str, Any], now: float) -> Verdict:
     if doc.get("paused"):
         return OK
     ttl = float(doc.get("ttl") or 30)
-    limit = ttl if (doc.get("postgres") or {}).get("role") == "primary" else 2 * ttl
+    limit = ttl if (doc.get("postgres") or {}).get("role") == Role.PRIMARY else 2 * ttl
     started = doc.get("loop_started_mono")
     if not isinstance(started, (int, float)):
         return Verdict(503, "the HA loop has not run yet")
@@ -208,7 +209,7 @@ def _readiness(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verd
     pg = doc.get("postgres") or {}
     if not pg.get("running"):
         return Verdict(503, "PostgreSQL is not running")
-    if pg.get("replication_state") != "streaming":
+    if pg.get("replication_state") != ReplicationState.STREAMING:
         return Verdict(503, f"replication_state is {pg.get('replication_state')}, not streaming")
     if doc.get("replication_problem"):
         return Verdict(503, f"stale replica: {doc['replication_problem']}")

@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from appliance import PATRONI_VERSION, __version__
 from appliance.api.health import lag_bytes
 from appliance.config.security import CHANNELS
+from appliance.core.model import PgState, ReplicationState, Role
 from appliance.core.tags import Tags
 from appliance.manager.channel import staleness
 
@@ -147,15 +148,16 @@ def patroni_metrics(f: _Families, doc: dict[str, Any], fresh: bool) -> None:
     state = pd.get("state")
     f.gauge("patroni_version", "Version of the Patroni contract implemented, without periods.",
             version_number(PATRONI_VERSION))
-    f.gauge("patroni_postgres_running", "Value is 1 if Postgres is running, 0 otherwise.", float(state == "running"))
+    f.gauge("patroni_postgres_running", "Value is 1 if Postgres is running, 0 otherwise.",
+            float(state == PgState.RUNNING))
     f.gauge("patroni_postmaster_start_time", "Epoch seconds since Postgres started.",
             _epoch(pd.get("postmaster_start_time")))
-    f.gauge("patroni_primary", "Value is 1 if this node is the leader, 0 otherwise.", float(role == "primary"))
+    f.gauge("patroni_primary", "Value is 1 if this node is the leader, 0 otherwise.", float(role == Role.PRIMARY))
     f.gauge("patroni_xlog_location", "Current location of the Postgres transaction log, 0 if this node is not the "
             "leader. (TYPE counter in Patroni.)", _num(xlog.get("location")))
     f.gauge("patroni_standby_leader", "Value is 1 if this node is the standby_leader, 0 otherwise.",
-            float(role == "standby_leader"))
-    f.gauge("patroni_replica", "Value is 1 if this node is a replica, 0 otherwise.", float(role == "replica"))
+            float(role == Role.STANDBY_LEADER))
+    f.gauge("patroni_replica", "Value is 1 if this node is a replica, 0 otherwise.", float(role == Role.REPLICA))
     f.gauge("patroni_sync_standby", "Value is 1 if this node is a sync standby, 0 otherwise.",
             float(bool(pd.get("sync_standby"))))
     f.gauge("patroni_xlog_received_location", "Current location of the received Postgres transaction log, 0 if this "
@@ -167,9 +169,9 @@ def patroni_metrics(f: _Families, doc: dict[str, Any], fresh: bool) -> None:
     f.gauge("patroni_xlog_paused", "Value is 1 if the Postgres xlog is paused, 0 otherwise.",
             float(xlog.get("paused") is True))
     f.gauge("patroni_postgres_streaming", "Value is 1 if Postgres is streaming, 0 otherwise.",
-            float(pd.get("replication_state") == "streaming"))
+            float(pd.get("replication_state") == ReplicationState.STREAMING))
     f.gauge("patroni_postgres_in_archive_recovery", "Value is 1 if Postgres is replicating from archive, 0 otherwise.",
-            float(pd.get("replication_state") == "in archive recovery"))
+            float(pd.get("replication_state") == ReplicationState.IN_ARCHIVE_RECOVERY))
     f.gauge("patroni_postgres_server_version", "Version of Postgres (if running), 0 otherwise.",
             _num(pd.get("server_version")))
     f.gauge("patroni_cluster_unlocked", "Value is 1 if the cluster is unlocked, 0 if locked.",
@@ -232,9 +234,9 @@ def lease_remaining(doc: dict[str, Any], now: float) -> float:
 def replication_lag(doc: dict[str, Any], wall: float) -> tuple[float | None, float | None]:
     """(bytes, seconds) of replay lag; (0, 0) on a primary; None where it cannot be known."""
     pg = doc.get("postgres") or {}
-    if pg.get("role") == "primary":
+    if pg.get("role") == Role.PRIMARY:
         return 0.0, 0.0
-    if pg.get("role") != "replica" or not pg.get("running"):
+    if pg.get("role") != Role.REPLICA or not pg.get("running"):
         return None, None
     pending = lag_bytes(doc)
     if pending is None:

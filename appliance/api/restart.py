@@ -12,8 +12,9 @@ from flask import Response
 from appliance.api.body import BadInput, json_body, optional_bool, text
 from appliance.api.context import ApiContext
 from appliance.api.switchover_checks import parse_schedule
+from appliance.core.model import Role
 
-ROLES = ("primary", "standby_leader", "replica")
+ROLES = (Role.PRIMARY, Role.STANDBY_LEADER, Role.REPLICA)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 

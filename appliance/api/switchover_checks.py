@@ -14,7 +14,7 @@ from typing import Any
 from appliance.config.schema import DynamicConfig
 from appliance.core.candidates import candidate_problem
 from appliance.core.flags import synchronous_mode
-from appliance.core.model import ClusterView, Member
+from appliance.core.model import ClusterView, Member, PgState
 from appliance.core.tags import Tags
 from appliance.core.wal import wal_lag
 from appliance.dcs.base import DCSError
@@ -119,7 +119,7 @@ class CandidateCheck:
             doc = self.probe(m)
         except Exception as exc:  # any transport error means the same: we could not ask it
             return f"not reachable: {exc}"
-        if doc.get("state") != "running":
+        if doc.get("state") != PgState.RUNNING:
             return f"its /patroni says state {doc.get('state')!r}, not running"
         if doc.get("watchdog_failed"):
             return "not watchdog capable"

@@ -28,6 +28,6 @@ def candidate_problem(view: ClusterView, member: Member, *, sync_only: bool) -> 
     """Why ``member`` cannot take over from the leader as the DCS view shows it, or None when it can."""
     if member.name == view.leader_name:
         return "is the current leader"
-    if member.state != PgState.RUNNING.value:
-        return f"state is {member.state!r}, not running"
+    if member.state != PgState.RUNNING:
+        return f"state is '{member.state}', not running"
     return tag_problem(member.tags) or sync_problem(view, member.name, sync_only)

@@ -6,7 +6,7 @@ from appliance.core import actions as a
 from appliance.core import retry
 from appliance.core.election import diverged, ineligible_reason, switchover_due
 from appliance.core.failover_key import switchover_actions
-from appliance.core.model import ClusterView, Member, Role
+from appliance.core.model import ClusterView, Member, PgState, ReplicationState, Role
 from appliance.core.state import DataDir, HaSettings, LocalState
 from appliance.core.sync import sync_actions
 from appliance.core.timelines import reconciled_history
@@ -124,7 +124,7 @@ def _running_leader(view: ClusterView, local: LocalState) -> Member | None:
     if view.leader is None or view.leader.name == local.name:
         return None
     member = view.member(view.leader.name)
-    if member is None or member.state != "running":
+    if member is None or member.state != PgState.RUNNING:
         return None
     return member
 
@@ -155,7 +155,7 @@ def _bootstrapped_leader(view: ClusterView) -> Member | None:
     """The leader right after its bootstrap: the sysid is published before its member key says
     "running" (the clone job checks that it answers before touching anything)."""
     member = view.member(view.leader_name)
-    if member is None or not view.initialize or member.state != "initializing new cluster":
+    if member is None or not view.initialize or member.state != PgState.INITDB:
         return None
     return member
 
@@ -268,7 +268,7 @@ def _as_follower(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[
         return [a.Demote(f"{leader_name} holds the leader key: stop accepting writes now",
                          mode=a.DemoteMode.IMMEDIATE, release=False)]
     leader = _running_leader(view, local)
-    if (leader is not None and local.replication_state != "streaming" and local.leader_alive
+    if (leader is not None and local.replication_state != ReplicationState.STREAMING and local.leader_alive
             and diverged(view, local)):
         if cfg.pause:
             return [a.Wait("paused: diverged from the leader's timeline, not rewinding")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from appliance.core.candidates import sync_problem, tag_problem
 from appliance.core.failover_key import scheduled_epoch
-from appliance.core.model import ClusterView, Role
+from appliance.core.model import ClusterView, PgState, Role
 from appliance.core.state import HaSettings, LocalState, PeerStatus
 from appliance.core.timelines import forked_elsewhere, replica_problem
 from appliance.core.wal import wal_lag
@@ -99,7 +99,7 @@ def _peer_alive(peers: tuple[PeerStatus, ...], name: str) -> bool:
 def _peer_beats_us(peer: PeerStatus, view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
     if peer.name == local.name or not peer.reachable:
         return None
-    if peer.running and peer.role in (Role.PRIMARY.value, "master"):
+    if peer.running and peer.role in (Role.PRIMARY, Role.MASTER):
         return f"{peer.name} is still running as primary"
     fo = view.failover
     if fo is not None and fo.leader == peer.name and switchover_due(view, local):
@@ -135,5 +135,5 @@ def replication_problem(view: ClusterView | None, local: LocalState) -> str | No
     if local.role is not Role.REPLICA or view is None or view.leader_name in (None, local.name):
         return None
     leader = view.member(view.leader_name)
-    forked = leader is not None and leader.state == "running" and diverged(view, local)
+    forked = leader is not None and leader.state == PgState.RUNNING and diverged(view, local)
     return replica_problem(forked, local.not_streaming_since, local.now)

@@ -8,7 +8,7 @@ from typing import Any
 
 from appliance.core import actions as a
 from appliance.core.failover_key import scheduled_epoch
-from appliance.core.model import ClusterView
+from appliance.core.model import ClusterView, PgState, Role
 from appliance.core.state import LocalState
 
 
@@ -25,7 +25,7 @@ def _restart_conditions(params: Mapping[str, Any], local: LocalState) -> str | N
     role = params.get("role")
     if role:
         mine = local.role.value if local.role else None
-        wanted = "primary" if role == "master" else role
+        wanted = Role.PRIMARY if role == Role.MASTER else role
         if mine != wanted:
             return f"restart conditions are not satisfied: role is {mine}, not {wanted}"
     if params.get("restart_pending") and not local.pending_restart:
@@ -57,7 +57,7 @@ def plan_intent(kind: str, view: ClusterView | None, local: LocalState,
         if view.leader_name == local.name:
             return IntentPlan(refused="I am the leader, can not reinitialize")
         leader = view.member(view.leader_name)
-        if view.leader is None or leader is None or leader.state != "running":
+        if view.leader is None or leader is None or leader.state != PgState.RUNNING:
             return IntentPlan(refused="Cluster has no leader, can not reinitialize")
         return IntentPlan((a.Reinitialize(f"operator asked to re-clone from {leader.name}", source=leader),))
     return IntentPlan(refused=f"unknown intent {kind}")

@@ -16,6 +16,23 @@ class Role(StrEnum):
     REPLICA = "replica"
     STANDBY_LEADER = "standby_leader"
     UNINITIALIZED = "uninitialized"
+    MASTER = "master"  # what Patroni < 3.0 reports for PRIMARY; read, never written
+
+
+class ClusterRole(StrEnum):
+    """A member's role in the cluster as GET /cluster names it (``role`` of each entry)."""
+
+    LEADER = "leader"
+    STANDBY_LEADER = "standby_leader"
+    SYNC_STANDBY = "sync_standby"
+    REPLICA = "replica"
+
+
+class ReplicationState(StrEnum):
+    """How a running replica gets WAL (``replication_state``; GET /cluster shows it as a replica's state)."""
+
+    STREAMING = "streaming"
+    IN_ARCHIVE_RECOVERY = "in archive recovery"
 
 
 class PgState(StrEnum):
@@ -42,12 +59,12 @@ class Member:
     name: str
     conn_url: str = ""
     api_url: str = ""
-    state: str = PgState.UNKNOWN.value
-    role: str = Role.UNINITIALIZED.value
+    state: PgState | str = PgState.UNKNOWN  # a str: a state some other Patroni version wrote
+    role: Role | str = Role.UNINITIALIZED
     version: str = ""
     xlog_location: int | None = None
     timeline: int | None = None
-    replication_state: str | None = None
+    replication_state: ReplicationState | str | None = None
     receive_lsn: int | None = None
     replay_lsn: int | None = None
     tags: Tags = field(default_factory=Tags)

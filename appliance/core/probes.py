@@ -3,7 +3,7 @@ when our replication stalls; and what the leader's answer means."""
 
 from __future__ import annotations
 
-from appliance.core.model import ClusterView, Role
+from appliance.core.model import ClusterView, ReplicationState, Role
 from appliance.core.state import LocalState, PeerStatus
 
 
@@ -23,10 +23,10 @@ def probe_leader(view: ClusterView | None, local: LocalState) -> str | None:
     (a diverged timeline is only acted on once the leader confirms it is up)."""
     if view is None or view.leader is None or view.leader.name == local.name:
         return None
-    if not local.running or local.role is not Role.REPLICA or local.replication_state == "streaming":
+    if not local.running or local.role is not Role.REPLICA or local.replication_state == ReplicationState.STREAMING:
         return None
     return view.leader.name if view.member(view.leader.name) is not None else None
 
 
 def leader_alive(answer: PeerStatus) -> bool:
-    return answer.reachable and answer.running and answer.role in (Role.PRIMARY.value, "master")
+    return answer.reachable and answer.running and answer.role in (Role.PRIMARY, Role.MASTER)

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from appliance.core import actions as a
 from appliance.core.election import diverged
-from appliance.core.model import ClusterView, Role
+from appliance.core.model import ClusterView, ReplicationState, Role
 from appliance.core.state import DataDir, LocalState
 
 
@@ -46,7 +46,7 @@ def classify(view: ClusterView | None, local: LocalState) -> NodeState:
     holder = view is not None and view.leader_name == local.name
     if local.role is Role.PRIMARY:
         return NodeState.PRIMARY if holder else NodeState.UNLOCKED_PRIMARY
-    if local.replication_state == "streaming":
+    if local.replication_state == ReplicationState.STREAMING:
         return NodeState.REPLICA
     if view is not None and not holder and view.leader is not None and local.leader_alive and diverged(view, local):
         return NodeState.DIVERGED

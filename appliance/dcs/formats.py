@@ -15,6 +15,8 @@ from appliance.core.model import (
     HistoryEntry,
     Leader,
     Member,
+    PgState,
+    Role,
     SyncState,
 )
 from appliance.core.tags import Tags
@@ -110,8 +112,8 @@ def decode_member(name: str, value: str, mod_revision: int = 0) -> Member:
         name=name,
         conn_url=_str(data.get("conn_url")) or "",
         api_url=_str(data.get("api_url")) or "",
-        state=_str(data.get("state")) or "unknown",
-        role=_str(data.get("role")) or "uninitialized",
+        state=_str(data.get("state")) or PgState.UNKNOWN,
+        role=_str(data.get("role")) or Role.UNINITIALIZED,
         version=_str(data.get("version")) or "",
         xlog_location=_int(data.get("xlog_location")),
         timeline=_int(data.get("timeline")),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config.schema import LocalConfig
+from appliance.core.model import PgState, Role
 from appliance.dcs.etcd import EtcdDCS
 from appliance.dcs.factory import etcd_from_config
 from appliance.demo import procs
@@ -331,7 +332,7 @@ class DemoCluster:
 
     def primary(self) -> str | None:
         status = self.status()
-        found = [m["name"] for m in status["members"] if m["role"] == "primary" and m["state"] == "running"]
+        found = [m["name"] for m in status["members"] if m["role"] == Role.PRIMARY and m["state"] == PgState.RUNNING]
         return found[0] if len(found) == 1 else None
 
     def dsn(self, kind: str = "primary") -> str:

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
+from appliance.core.model import PgState, ReplicationState, Role
 from appliance.demo.layout import (
     API_PORT,
     ETCD_CLIENT_PORT,
@@ -54,7 +55,7 @@ def dsn(creds: Secrets, host: str, port: int, with_password: bool = True, secure
 
 def _role(patroni: Mapping[str, Any]) -> str | None:
     role = patroni.get("role")
-    return "primary" if role == "master" else role
+    return Role.PRIMARY if role == Role.MASTER else role
 
 
 def _etcd_state(host: str, client: Client, scheme: str = "https") -> str:
@@ -90,10 +91,10 @@ def _member(layout: DemoLayout, node: str, supervisord: Mapping[str, Any], clien
 
 def _fill_lag(members: list[dict[str, Any]]) -> None:
     """lag = the primary's current WAL location - the replica's replayed location (bytes)."""
-    primaries = [m for m in members if m["role"] == "primary"]
+    primaries = [m for m in members if m["role"] == Role.PRIMARY]
     location = primaries[0]["xlog"].get("location") if len(primaries) == 1 else None
     for member in members:
-        if member["role"] == "primary":
+        if member["role"] == Role.PRIMARY:
             member["lag"] = 0
             continue
         replayed = member["xlog"].get("replayed_location")
@@ -170,10 +171,10 @@ def cluster_status(
 
 
 def _replica_problem(member: Mapping[str, Any]) -> str | None:
-    if member["state"] != "running":
+    if member["state"] != PgState.RUNNING:
         return f"{member['name']}: replica state is {member['state']!r}, want 'running'"
     replication = member["replication_state"]
-    if replication is not None and replication != "streaming":
+    if replication is not None and replication != ReplicationState.STREAMING:
         return f"{member['name']}: replica replication_state is {replication!r}, want 'streaming'"
     return None
 
@@ -185,17 +186,17 @@ def patroni_problems(members: Sequence[Mapping[str, Any]]) -> list[str]:
         for m in members
         if m["state"] == "unreachable"
     ]
-    primaries = [m for m in members if m["role"] == "primary"]
+    primaries = [m for m in members if m["role"] == Role.PRIMARY]
     if not primaries:
         problems.append("no member has role primary")
     elif len(primaries) > 1:
         problems.append("more than one primary: " + ", ".join(m["name"] for m in primaries))
-    elif primaries[0]["state"] != "running":
+    elif primaries[0]["state"] != PgState.RUNNING:
         problems.append(f"{primaries[0]['name']}: primary state is {primaries[0]['state']!r}")
     for member in members:
-        if member["state"] == "unreachable" or member["role"] == "primary":
+        if member["state"] == "unreachable" or member["role"] == Role.PRIMARY:
             continue
-        if member["role"] != "replica":
+        if member["role"] != Role.REPLICA:
             problems.append(f"{member['name']}: role is {member['role']!r}, want 'replica'")
             continue
         problem = _replica_problem(member)
@@ -226,8 +227,8 @@ def health_problems(status: Mapping[str, Any], programs: Sequence[str]) -> list[
 
 def routing_problems(members: Sequence[Mapping[str, Any]], routing: Mapping[str, list[str]]) -> list[str]:
     """HAProxy must route 5000 to the primary alone and 5001 to every replica (its checks lag ~1 s)."""
-    primary = sorted(m["name"] for m in members if m["role"] == "primary")
-    replicas = sorted(m["name"] for m in members if m["role"] == "replica")
+    primary = sorted(m["name"] for m in members if m["role"] == Role.PRIMARY)
+    replicas = sorted(m["name"] for m in members if m["role"] == Role.REPLICA)
     problems = []
     if sorted(routing["primary"]) != primary:
         problems.append(f"proxy: read-write routes to {routing['primary'] or 'nobody'}, want {primary}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.core import retry
-from appliance.core.model import ClusterView, HistoryEntry, Member
+from appliance.core.model import ClusterView, HistoryEntry, Member, PgState, ReplicationState, Role
 from appliance.core.state import JobResult, Retry
 from appliance.manager.events import EventLog
 from appliance.postgres.status import PgStatus
@@ -36,8 +36,8 @@ class Memory:
         else:
             self.pg_down_since = None
         leader = view.member(view.leader_name) if view is not None and view.leader_name else None
-        if (leader is not None and leader.name != name and leader.state == "running" and status.queryable
-                and status.role == "replica" and status.replication_state != "streaming"):
+        if (leader is not None and leader.name != name and leader.state == PgState.RUNNING and status.queryable
+                and status.role == Role.REPLICA and status.replication_state != ReplicationState.STREAMING):
             self.not_streaming_since = self.not_streaming_since if self.not_streaming_since is not None else now
         else:
             self.not_streaming_since = None
@@ -46,7 +46,7 @@ class Memory:
                   now: float) -> JobResult | None:
         """Back off after a job that failed or left PostgreSQL down; remember a successful rewind.
         Returns the job result decide() sees: a failed rewind stays until another job starts."""
-        if status.queryable and status.replication_state == "streaming":
+        if status.queryable and status.replication_state == ReplicationState.STREAMING:
             self.rewound_from = None
         if result is not None:
             self._note(result, view, status, now)
@@ -112,7 +112,7 @@ class PgMemory:
         if not status.queryable:
             return
         self.ssn = status.synchronous_standby_names or ""
-        if status.role == "primary" and self.ssn_set_lsn is None:
+        if status.role == Role.PRIMARY and self.ssn_set_lsn is None:
             # Unknown history of the setting (manager restart): only standbys caught up with the
             # present may be named synchronous.
             self.ssn_set_lsn = status.wal_lsn

@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from appliance.core.model import Member
+from appliance.core.model import Member, PgState
 from appliance.core.state import PeerStatus
 from appliance.core.tags import Tags
 from appliance.net.http import Client, request
@@ -20,7 +20,7 @@ def wal_position(doc: dict[str, Any]) -> int | None:
 
 
 def parse_status(name: str, doc: dict[str, Any]) -> PeerStatus:
-    return PeerStatus(name=name, reachable=True, role=doc.get("role"), running=doc.get("state") == "running",
+    return PeerStatus(name=name, reachable=True, role=doc.get("role"), running=doc.get("state") == PgState.RUNNING,
                       wal_position=wal_position(doc), tags=Tags.from_json(doc.get("tags")))
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from appliance.core.model import HistoryEntry, Member
+from appliance.core.model import HistoryEntry, Member, Role
 from appliance.core.state import DataDir, StandbyConn
 from appliance.manager.jobs import RetryLater
 from appliance.manager.memory import PgMemory
@@ -129,7 +129,7 @@ class PgOps:
         return self.control.reload()
 
     def reconcile(self) -> bool:
-        standby = self.monitor.status().role != "primary"
+        standby = self.monitor.status().role != Role.PRIMARY
         self._write(standby=standby, upstream=None if not standby else self.memory.upstream)
         return self.control.reload()
 
@@ -158,7 +158,7 @@ class PgOps:
 
     def restart(self, timeout: float | None = None) -> tuple[bool, str]:
         """Fast stop and start; ``timeout`` (POST /restart's) bounds the wait for connections."""
-        primary = self.control.status().role == "primary"  # a job: its own connection, not the loop's
+        primary = self.control.status().role == Role.PRIMARY  # a job: its own connection, not the loop's
         if not self.stop("fast"):
             return False, "PostgreSQL did not stop"
         return self.start(primary=primary, upstream=None if primary else self.memory.upstream, timeout=timeout)

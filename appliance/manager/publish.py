@@ -7,26 +7,26 @@ from collections.abc import Mapping
 from typing import Any
 
 from appliance import PATRONI_VERSION, __version__
-from appliance.core.model import ClusterView, Member
+from appliance.core.model import ClusterRole, ClusterView, Member, PgState, Role
 from appliance.core.state import HaSettings
 from appliance.core.tags import Tags
 from appliance.net.address import conn_url_address
 from appliance.postgres.status import PgStatus
 
 
-def pg_state(status: PgStatus, job: str | None) -> str:
+def pg_state(status: PgStatus, job: str | None) -> PgState:
     """Patroni's ``state`` wording for this node."""
     if job in ("clone", "reinitialize"):
-        return "creating replica"
+        return PgState.CREATING_REPLICA
     if job == "bootstrap":
-        return "initializing new cluster"
+        return PgState.INITDB
     if job == "rewind":
-        return "rewinding"
+        return PgState.REWINDING
     if job == "start":
-        return "starting"
+        return PgState.STARTING
     if status.running:
-        return "running" if status.error is None else "starting"
-    return "stopped"
+        return PgState.RUNNING if status.error is None else PgState.STARTING
+    return PgState.STOPPED
 
 
 def member_value(name: str, conn_url: str, api_url: str, status: PgStatus, job: str | None,
@@ -42,15 +42,15 @@ def member_value(name: str, conn_url: str, api_url: str, status: PgStatus, job: 
         conn_url=conn_url,
         api_url=api_url,
         state=pg_state(status, job),
-        role=status.role or "uninitialized",
+        role=status.role or Role.UNINITIALIZED,
         version=PATRONI_VERSION,
         xlog_location=status.wal_position,
         timeline=status.timeline,
-        replication_state=status.replication_state if status.role == "replica" else None,
+        replication_state=status.replication_state if status.role == Role.REPLICA else None,
         # Right after a rewind the walreceiver restarts at a segment start below the replay point.
         receive_lsn=(max(status.receive_lsn, status.replay_lsn or 0) if status.receive_lsn is not None
-                     else None) if status.role == "replica" else None,
-        replay_lsn=status.replay_lsn if status.role == "replica" else None,
+                     else None) if status.role == Role.REPLICA else None,
+        replay_lsn=status.replay_lsn if status.role == Role.REPLICA else None,
         tags=Tags.from_json(tags),
         pending_restart=bool(status.pending_restart),
         pending_restart_reason={p.name: {"old_value": p.old_value, "new_value": p.new_value}
@@ -64,7 +64,7 @@ def patroni_doc(name: str, scope: str, status: PgStatus, view: ClusterView | Non
     """The GET /patroni body, in Patroni's shape."""
     doc: dict[str, Any] = {
         "state": pg_state(status, job),
-        "role": status.role or "uninitialized",
+        "role": status.role or Role.UNINITIALIZED,
         "patroni": {"version": PATRONI_VERSION, "scope": scope, "name": name, "appliance_version": __version__},
         "tags": dict(tags),
         "pause": paused,
@@ -77,9 +77,9 @@ def patroni_doc(name: str, scope: str, status: PgStatus, view: ClusterView | Non
         doc["timeline"] = status.timeline
     if status.system_identifier:
         doc["database_system_identifier"] = status.system_identifier
-    if status.role == "primary":
+    if status.role == Role.PRIMARY:
         doc["xlog"] = {"location": status.wal_lsn}
-    elif status.role == "replica":
+    elif status.role == Role.REPLICA:
         doc["xlog"] = {
             "received_location": status.receive_lsn,
             "replayed_location": status.replay_lsn,
@@ -115,7 +115,8 @@ def cluster_doc(scope: str, view: ClusterView) -> dict[str, Any]:
     members = []
     for m in sorted(view.members, key=lambda x: x.name):
         host, port = conn_url_address(m.conn_url)
-        role = "leader" if m.name == leader else ("sync_standby" if m.name in sync else "replica")
+        role = (ClusterRole.LEADER if m.name == leader
+                else ClusterRole.SYNC_STANDBY if m.name in sync else ClusterRole.REPLICA)
         entry: dict[str, Any] = {"name": m.name, "role": role, "state": m.replication_state or m.state
                                  if m.name != leader else m.state,
                                  "api_url": m.api_url, "host": host, "port": port, "timeline": m.timeline,
@@ -132,8 +133,8 @@ def cluster_doc(scope: str, view: ClusterView) -> dict[str, Any]:
             entry["lsn"] = m.xlog_location
         members.append(entry)
     for name in view.vanished():
-        members.append({"name": name, "role": "replica", "state": "stopped", "api_url": None, "host": None,
-                        "port": None, "timeline": None, "tags": {}})
+        members.append({"name": name, "role": ClusterRole.REPLICA, "state": PgState.STOPPED, "api_url": None,
+                        "host": None, "port": None, "timeline": None, "tags": {}})
     members.sort(key=lambda e: e["name"])
     doc: dict[str, Any] = {"members": members, "scope": scope}
     if view.config and view.config.get("pause"):

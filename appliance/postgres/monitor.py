@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 import psycopg
 
+from appliance.core.model import Role
 from appliance.postgres import slots
 from appliance.postgres.config import ConnInfo, PgConfig
 from appliance.postgres.process import running_postmaster
@@ -40,7 +41,7 @@ class Monitor:
             status = self.session.run(query_status)
         except psycopg.Error as exc:
             return PgStatus(running=True, error=str(exc).strip() or type(exc).__name__)
-        if status.role == "replica" and not (status.receiver and status.receiver.received_tli):
+        if status.role == Role.REPLICA and not (status.receiver and status.receiver.received_tli):
             # Without a WAL receiver PostgreSQL only shows the last checkpoint's timeline, which lags
             # after a timeline switch; IDENTIFY_SYSTEM reports the timeline replay is on.
             tli = identify_timeline(self.cfg.local_conninfo())

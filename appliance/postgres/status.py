@@ -9,11 +9,12 @@ from typing import Any
 
 import psycopg
 
+from appliance.core.model import ReplicationState, Role
 from appliance.core.wal import parse_lsn
 from appliance.postgres.config import ConnInfo
 
-STREAMING = "streaming"
-IN_ARCHIVE_RECOVERY = "in archive recovery"
+STREAMING = ReplicationState.STREAMING
+IN_ARCHIVE_RECOVERY = ReplicationState.IN_ARCHIVE_RECOVERY
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class PgStatus:
     running: bool
     error: str | None = None  # running but not queryable (starting up, auth, timeout): why
     in_recovery: bool | None = None
-    role: str | None = None  # "primary" | "replica"
+    role: Role | None = None  # PRIMARY or REPLICA
     timeline: int | None = None
     server_version: int | None = None
     postmaster_start_time: datetime | None = None
@@ -84,7 +85,7 @@ class PgStatus:
     @property
     def wal_position(self) -> int | None:
         """Patroni's xlog_location: the flush LSN on a primary, max(receive, replay) on a replica."""
-        if self.role == "primary":
+        if self.role == Role.PRIMARY:
             return self.wal_lsn
         known = [x for x in (self.receive_lsn, self.replay_lsn) if x is not None]
         return max(known) if known else None
@@ -181,7 +182,7 @@ def query_status(conn: psycopg.Connection[Any]) -> PgStatus:
     return PgStatus(
         running=True,
         in_recovery=in_recovery,
-        role="replica" if in_recovery else "primary",
+        role=Role.REPLICA if in_recovery else Role.PRIMARY,
         server_version=version,
         postmaster_start_time=started,
         system_identifier=sysid,

@@ -16,10 +16,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from appliance.core.model import ClusterRole, PgState, ReplicationState
 from appliance.net.http import Client, request
 
 # HAProxy's "listen" sections (appliance.proxy.haproxy).
 PRIMARY_BACKEND = "primary"
+LEADER_ROLES = (ClusterRole.LEADER, ClusterRole.STANDBY_LEADER)
 REPLICA_BACKEND = "replicas"
 
 
@@ -47,14 +49,14 @@ def member_problems(cluster: Mapping[str, Any] | None, expect: int) -> list[str]
     found: list[str] = []
     if len(members) != expect:
         found.append(f"{len(members)} members, want {expect}: {', '.join(m.get('name', '?') for m in members)}")
-    leaders = [m for m in members if m.get("role") in ("leader", "standby_leader")]
+    leaders = [m for m in members if m.get("role") in LEADER_ROLES]
     if len(leaders) != 1:
         found.append(f"{len(leaders)} leaders, want 1")
     for m in leaders:
-        if m.get("state") != "running":
+        if m.get("state") != PgState.RUNNING:
             found.append(f"leader {m.get('name')} is {m.get('state')!r}, want 'running'")
     for m in members:
-        if m not in leaders and m.get("state") != "streaming":
+        if m not in leaders and m.get("state") != ReplicationState.STREAMING:
             found.append(f"{m.get('name')}: {m.get('role')} is {m.get('state')!r}, want 'streaming'")
     timelines = {m.get("timeline") for m in members}
     if len(timelines) > 1:
@@ -69,7 +71,7 @@ def routing_problems(cluster: Mapping[str, Any], proxies: Mapping[str, Mapping[s
     ``proxies``: stats by node; ``names``: HAProxy server name by member name (default: the same)."""
     names = names or {}
     members = list(cluster.get("members") or [])
-    leader = {names.get(m["name"], m["name"]) for m in members if m.get("role") in ("leader", "standby_leader")}
+    leader = {names.get(m["name"], m["name"]) for m in members if m.get("role") in LEADER_ROLES}
     replicas = {names.get(m["name"], m["name"]) for m in members} - leader
     found: list[str] = []
     for node, stats in sorted(proxies.items()):

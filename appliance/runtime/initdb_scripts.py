@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from appliance.core.model import PgState, Role
 from appliance.net.http import Client, client_for, request
 
 INITDB_DIR = "/docker-entrypoint-initdb.d"
@@ -49,9 +50,9 @@ def classify(doc: Mapping[str, Any] | None) -> str | None:
     if not doc:
         return None
     role, state = doc.get("role"), doc.get("state")
-    if role == "replica":
+    if role == Role.REPLICA:
         return "not-bootstrap"
-    if role == "primary" and state == "running":
+    if role == Role.PRIMARY and state == PgState.RUNNING:
         return "bootstrap" if doc.get("timeline") == 1 else "not-bootstrap"
     return None
 

@@ -14,21 +14,31 @@ from appliance.cli.ctl.formatting import (
     render_members,
     topology_order,
 )
-from appliance.core.model import ClusterStatus, ClusterView, Failover, HistoryEntry, Leader, Member, SyncState
+from appliance.core.model import (
+    ClusterStatus,
+    ClusterView,
+    Failover,
+    HistoryEntry,
+    Leader,
+    Member,
+    PgState,
+    Role,
+    SyncState,
+)
 from appliance.core.tags import Tags
 from appliance.core.wal import format_lsn
 
 MIB = 1024 * 1024
 
 
-def _member(name: str, host: str, role: str = "replica", **kw: object) -> Member:
+def _member(name: str, host: str, role: str = Role.REPLICA, **kw: object) -> Member:
     return Member(name=name, conn_url=f"postgres://{host}:5432/postgres", api_url=f"http://{host}:8008/patroni",
-                  state="running", role=role, timeline=2, **kw)  # type: ignore[arg-type]
+                  state=PgState.RUNNING, role=role, timeline=2, **kw)  # type: ignore[arg-type]
 
 
 def view(**over: object) -> ClusterView:
     members = (
-        _member("n1", "10.0.0.1", "primary", xlog_location=0x5000000 + 3 * MIB),
+        _member("n1", "10.0.0.1", Role.PRIMARY, xlog_location=0x5000000 + 3 * MIB),
         _member("n2", "10.0.0.2", replication_state="streaming", receive_lsn=0x5000000 + 3 * MIB,
                 replay_lsn=0x5000000 + MIB),
         _member("n3", "10.0.0.3", replication_state="streaming", receive_lsn=0x5000000, replay_lsn=0x5000000,
@@ -103,7 +113,7 @@ def test_json_and_yaml_drop_empty_cells_like_patronictl() -> None:
     assert items[0] == {"Cluster": "demo", "Member": "n1", "Host": "10.0.0.1", "Role": "Leader", "State": "running",
                         "TL": 2}
     assert items[1]["Replay Lag"] == 2
-    assert yaml.safe_load(render_members("demo", view(), "yaml")) == items
+    assert yaml.safe_load(render_members("demo", view(), "yaml")) == items  # the enum states as plain strings
 
 
 def test_tsv_has_a_header_and_the_cluster_column() -> None:
@@ -148,7 +158,9 @@ def test_a_member_whose_key_vanished_but_whose_slot_is_kept_shows_as_stopped() -
     columns, rows = member_rows(gone)
     by_name = {r[0]: dict(zip(columns, r, strict=True)) for r in rows}
     assert by_name["n9"]["State"] == "stopped" and by_name["n9"]["Role"] == "Replica"
+    assert "State: stopped" in render_members("demo", gone, "yaml")
     doc = cluster_doc("demo", gone)
     assert [m for m in doc["members"] if m["name"] == "n9"] == [
         {"name": "n9", "role": "replica", "state": "stopped", "api_url": None, "host": None, "port": None,
          "timeline": None, "tags": {}}]
+    assert json.loads(json.dumps(doc)) == doc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.core.model import ClusterStatus, Failover, HistoryEntry, Member
+from appliance.core.model import ClusterStatus, Failover, HistoryEntry, Member, PgState, ReplicationState, Role
 from appliance.core.tags import Tags
 from appliance.dcs import formats as f
 from appliance.dcs.etcd_transport import parse_host
@@ -66,17 +66,20 @@ def test_member_encoding_from_the_model() -> None:
         name="node1",
         conn_url="postgres://h:5432/postgres",
         api_url="http://h:8008/patroni",
-        state="running",
-        role="replica",
+        state=PgState.RUNNING,
+        role=Role.REPLICA,
         version="4.1.4",
         xlog_location=10,
         timeline=1,
+        replication_state=ReplicationState.STREAMING,
         tags=Tags({"nosync": True}),
     )
     assert f.encode_member(member) == (
         '{"conn_url":"postgres://h:5432/postgres","api_url":"http://h:8008/patroni","state":"running",'
-        '"role":"replica","version":"4.1.4","tags":{"nosync":true},"xlog_location":10,"timeline":1}'
+        '"role":"replica","version":"4.1.4","tags":{"nosync":true},"xlog_location":10,"replication_state":"streaming",'
+        '"timeline":1}'
     )
+    assert f.decode_member("node1", f.encode_member(member)) == member  # the enums are their strings
 
 
 def test_member_tolerates_garbage_and_legacy_values() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from appliance.cli.ctl.rest import api_base, get_json
 from appliance.cli.ctl.target import CtlError, Target, take_cluster_name
-from appliance.core.model import ClusterView, HistoryEntry, Leader, Member, SyncState
+from appliance.core.model import ClusterRole, ClusterView, HistoryEntry, Leader, Member, PgState, Role, SyncState
 from appliance.core.tags import Tags
 from appliance.core.wal import lsn_or_none
 from appliance.dcs.base import DCSError
@@ -105,14 +105,14 @@ def view_from_rest(target: Target, url: str) -> ClusterView:
     for item in doc.get("members") or []:
         role = str(item.get("role") or "")
         name = str(item.get("name"))
-        if role in ("leader", "standby_leader"):
+        if role in (ClusterRole.LEADER, ClusterRole.STANDBY_LEADER):
             leader = name
-        if role == "sync_standby":
+        if role == ClusterRole.SYNC_STANDBY:
             sync.append(name)
         members.append(Member(
             name=name, conn_url=f"postgres://{item.get('host')}:{item.get('port') or 5432}/postgres",
-            api_url=str(item.get("api_url") or ""), state=str(item.get("state") or "unknown"),
-            role="primary" if role == "leader" else "replica", timeline=item.get("timeline"),
+            api_url=str(item.get("api_url") or ""), state=str(item.get("state") or PgState.UNKNOWN),
+            role=Role.PRIMARY if role == ClusterRole.LEADER else Role.REPLICA, timeline=item.get("timeline"),
             xlog_location=lsn_or_none(item.get("lsn")), receive_lsn=lsn_or_none(item.get("receive_lsn")),
             replay_lsn=lsn_or_none(item.get("replay_lsn")), tags=Tags.from_json(item.get("tags")),
             pending_restart=bool(item.get("pending_restart")),

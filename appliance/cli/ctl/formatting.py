@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from appliance.core.flags import synchronous_mode
-from appliance.core.model import ClusterView, Member
+from appliance.core.model import ClusterView, Member, PgState, Role
 from appliance.core.wal import format_lsn
 from appliance.net.address import conn_url_address
 
@@ -69,7 +69,7 @@ def member_rows(view: ClusterView, extended: bool = False) -> tuple[list[str], l
     """(columns, rows) of ``list``: one row per member, sorted by name, values as patronictl shows them."""
     columns = list(BASE_COLUMNS)
     # A member whose key vanished while the leader keeps its slot (member_slots_ttl) shows as stopped.
-    gone = tuple(Member(name=n, conn_url="", api_url="", state="stopped", role="replica") for n in view.vanished())
+    gone = tuple(Member(name=n, state=PgState.STOPPED, role=Role.REPLICA) for n in view.vanished())
     members = sorted((*view.members, *gone), key=lambda m: m.name)
     wanted = {
         "Pending restart": extended or any(m.pending_restart for m in members),
@@ -88,7 +88,7 @@ def member_rows(view: ClusterView, extended: bool = False) -> tuple[list[str], l
             "Member": member.name,
             "Host": f"{host}:{port}" if show_port and host and port else (host or ""),
             "Role": member_role(view, member),
-            "State": member.state if leader else (member.replication_state or member.state),
+            "State": str(member.state if leader else (member.replication_state or member.state)),  # YAML: a plain str
             "TL": member.timeline if member.timeline is not None else "",
             "Pending restart": "*" if member.pending_restart else "",
             "Pending restart reason": _restart_reason(member),

@@ -12,7 +12,7 @@ from appliance.cli.ctl.cluster import read_view, scoped
 from appliance.cli.ctl.rest import Reply, api_base, call
 from appliance.cli.ctl.switch_cmds import next_hour, parse_when, stamp
 from appliance.cli.ctl.target import CtlError, Target, connection_options, pop_target
-from appliance.core.model import ClusterView, Member
+from appliance.core.model import ClusterView, Member, PgState
 
 ROLE_CHOICES = ("leader", "primary", "standby-leader", "replica", "any")
 WAIT_INTERVAL = 1.0
@@ -173,7 +173,8 @@ def wait_restarted(target: Target, members: list[Member], starts: dict[str, Any]
         left = []
         for m in waiting:
             doc = _patroni(target, m)
-            if not (doc.get("state") == "running" and doc.get("postmaster_start_time") not in (None, starts[m.name])):
+            running = doc.get("state") == PgState.RUNNING
+            if not (running and doc.get("postmaster_start_time") not in (None, starts[m.name])):
                 left.append(m)
         waiting = left
         if waiting and clock() >= deadline:

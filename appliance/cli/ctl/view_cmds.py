@@ -15,7 +15,7 @@ from appliance.cli.ctl.formatting import FORMATS, dump_config, history_rows, ren
 from appliance.cli.ctl.rest import api_base, call
 from appliance.cli.ctl.target import NO_CONFIG, CtlError, Target, connection_options, pop_target
 from appliance.config import ConfigError, render_provenance, resolve
-from appliance.core.model import ClusterView, Member
+from appliance.core.model import ClusterView, Member, PgState
 from appliance.net.address import conn_url_address
 
 FORMAT_OPTION = click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default="pretty",
@@ -143,8 +143,8 @@ def pick_member(view: ClusterView, role: str | None, member: str | None) -> Memb
         if leader is None:
             raise CtlError("the cluster has no leader right now")
         return leader
-    replicas = sorted((m for m in view.members if m.name != view.leader_name), key=lambda m: (m.state != "running",
-                                                                                                 m.name))
+    replicas = sorted((m for m in view.members if m.name != view.leader_name),
+                      key=lambda m: (m.state != PgState.RUNNING, m.name))
     if not replicas:
         raise CtlError(f"no {role} member found")
     return replicas[0]
