@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from appliance import PATRONI_VERSION, __version__
+from appliance.channel.state import ClusterDoc, ScheduledRestartDoc, StateDoc
 from appliance.core.model import ClusterView, Member
 from appliance.core.state import HaSettings
 from appliance.net.address import conn_url_address
@@ -29,7 +30,7 @@ def pg_state(status: PgStatus, job: str | None) -> str:
 
 def member_value(name: str, conn_url: str, api_url: str, status: PgStatus, job: str | None,
                  tags: dict[str, Any], paused: bool = False,
-                 scheduled_restart: dict[str, Any] | None = None) -> Member:
+                 scheduled_restart: ScheduledRestartDoc | None = None) -> Member:
     extra: dict[str, Any] = {}
     if paused:
         extra["pause"] = True
@@ -152,9 +153,9 @@ def state_max_age(ha: HaSettings) -> float:
 def state_doc(*, name: str, scope: str, ha: HaSettings, status: PgStatus, view: ClusterView | None,
               job: str | None, tags: dict[str, Any], holder: bool, lease_expires: float | None,
               loop_started: float, now: float, dcs_last_seen: float | None,
-              events: list[dict[str, Any]]) -> dict[str, Any]:
+              events: list[dict[str, Any]]) -> StateDoc:
     """Everything the API needs, with monotonic timestamps for freshness checks."""
-    cluster: dict[str, Any] = {}
+    cluster: ClusterDoc = {}
     if view is not None:
         cluster = {
             "leader": view.leader_name,
