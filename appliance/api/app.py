@@ -17,9 +17,9 @@ from appliance.api.auth import AccessPolicy, PolicySource, install
 from appliance.api.context import ApiContext, ApiDCS, ConfigCheck, Probe, StateReader, Unavailable
 from appliance.api.health import classify, evaluate
 from appliance.api.metrics import register_metrics
+from appliance.channel.state import StateCache, StateDoc, staleness
 from appliance.config.schema import LocalConfig
 from appliance.core.model import PgState, Role
-from appliance.manager.channel import StateCache, staleness
 
 HEALTH_METHODS = ["GET", "HEAD", "OPTIONS"]
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def _member_urls(ctx: ApiContext) -> Iterable[str]:
         return [str(m.get("api_url")) for m in members if m.get("api_url")]
 
 
-def _patroni_body(doc: dict[str, Any] | None) -> dict[str, Any]:
+def _patroni_body(doc: StateDoc | None) -> dict[str, Any]:
     if doc is None:
         return {"state": PgState.UNKNOWN, "role": Role.UNINITIALIZED}
     return dict(doc.get("patroni_doc") or {"state": PgState.UNKNOWN, "role": Role.UNINITIALIZED})

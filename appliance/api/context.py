@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from appliance.channel import intents
+from appliance.channel.state import StateDoc, staleness
 from appliance.config.errors import Problem
 from appliance.core.model import ClusterView, Failover, Member
 from appliance.dcs.base import DCSError
-from appliance.manager import intents
-from appliance.manager.channel import staleness
 
-StateReader = Callable[[], dict[str, Any] | None]
+StateReader = Callable[[], StateDoc | None]
 # Checks a dynamic config document against this node's PostgreSQL: (document, source) -> problems.
 ConfigCheck = Callable[[dict[str, Any], str], list[Problem]]
 # GET <member api_url> with a short timeout: the /patroni document, or an exception.
@@ -83,7 +83,7 @@ class ApiContext:
             raise Unavailable(f"DCS unreachable: {exc}") from None
 
     # --- the manager -----------------------------------------------------------------------------
-    def fresh_state(self) -> dict[str, Any]:
+    def fresh_state(self) -> StateDoc:
         """The manager's state, or Unavailable when the manager is not there to act on an intent."""
         doc = self.reader()
         if doc is None:

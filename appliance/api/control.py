@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from flask import Flask, Response, jsonify
 
@@ -13,6 +12,7 @@ from appliance.api import restart as restart_rules
 from appliance.api import switchover_checks as sw
 from appliance.api.body import BadInput, json_body, optional_bool, optional_str, reject_unknown, text
 from appliance.api.context import ApiContext, Unavailable
+from appliance.channel.state import StateDoc, postgres_of
 from appliance.core.model import ClusterView, Failover, Role
 from appliance.manager import failsafe
 
@@ -111,7 +111,7 @@ def _write_and_wait(ctx: ApiContext, view: ClusterView, failover: Failover, acti
     return text(code, message)
 
 
-def _cleared_reason(doc: dict[str, Any] | None, since: float) -> str | None:
+def _cleared_reason(doc: StateDoc | None, since: float) -> str | None:
     """Why this node's manager cleared the failover key after ``since`` (when it was the one)."""
     for event in reversed((doc or {}).get("events") or []):
         if event.get("action") == "ClearFailover" and float(event.get("ts") or 0) >= since - 1:
@@ -173,7 +173,7 @@ def post_failsafe(ctx: ApiContext) -> Response:
     doc = ctx.fresh_state()
     if not doc.get("failsafe_mode"):
         return text(502, "failsafe_mode is not enabled")
-    pg = doc.get("postgres") or {}
+    pg = postgres_of(doc)
     if pg.get("running") and pg.get("role") == Role.PRIMARY and name != doc.get("name"):
         return text(500, "Running as a leader")
     if ctx.run_dir is None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
+from appliance.channel.state import StateDoc, lease_of, postgres_of, staleness
 from appliance.core.model import ReplicationState, Role
 from appliance.core.tags import Tags
 from appliance.core.wal import wal_lag
-from appliance.manager.channel import staleness
 
 _UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
 _LAG_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?b?)\s*$", re.IGNORECASE)
@@ -60,7 +59,7 @@ def classify(path: str) -> str | None:
     return None
 
 
-def evaluate(check: str, args: Mapping[str, str], doc: dict[str, Any] | None, now: float) -> Verdict:
+def evaluate(check: str, args: Mapping[str, str], doc: StateDoc | None, now: float) -> Verdict:
     """200 or 503 (with a reason) for one health check."""
     if doc is None:
         return Verdict(503, "no state from the manager yet")
@@ -75,8 +74,8 @@ def evaluate(check: str, args: Mapping[str, str], doc: dict[str, Any] | None, no
     return fn(doc, args, now)
 
 
-def _holds_lock(doc: dict[str, Any], now: float) -> str | None:
-    lease = doc.get("lease") or {}
+def _holds_lock(doc: StateDoc, now: float) -> str | None:
+    lease = lease_of(doc)
     if not lease.get("holder"):
         return "this node does not hold the leader lock"
     expires = lease.get("expires_mono")
@@ -85,11 +84,11 @@ def _holds_lock(doc: dict[str, Any], now: float) -> str | None:
     return None
 
 
-def _primary(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdict:
+def _primary(doc: StateDoc, args: Mapping[str, str], now: float) -> Verdict:
     why = _holds_lock(doc, now)
     if why:
         return Verdict(503, why)
-    pg = doc.get("postgres") or {}
+    pg = postgres_of(doc)
     if not pg.get("running"):
         return Verdict(503, "PostgreSQL is not running")
     if pg.get("role") != Role.PRIMARY:
@@ -97,16 +96,16 @@ def _primary(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdic
     return OK
 
 
-def _leader(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdict:
+def _leader(doc: StateDoc, args: Mapping[str, str], now: float) -> Verdict:
     why = _holds_lock(doc, now)
     return Verdict(503, why) if why else OK
 
 
-def _standby_leader(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdict:
+def _standby_leader(doc: StateDoc, args: Mapping[str, str], now: float) -> Verdict:
     return Verdict(503, "this cluster is not a standby cluster")
 
 
-def _tags_match(doc: dict[str, Any], args: Mapping[str, str]) -> str | None:
+def _tags_match(doc: StateDoc, args: Mapping[str, str]) -> str | None:
     tags = Tags.from_json(doc.get("tags")).values
     for key, want in args.items():
         if not key.startswith("tag_"):
@@ -119,8 +118,8 @@ def _tags_match(doc: dict[str, Any], args: Mapping[str, str]) -> str | None:
     return None
 
 
-def lag_bytes(doc: dict[str, Any]) -> int | None:
-    pg = doc.get("postgres") or {}
+def lag_bytes(doc: StateDoc) -> int | None:
+    pg = postgres_of(doc)
     replayed = pg.get("replay_lsn")
     if not isinstance(replayed, int):
         return None
@@ -130,8 +129,8 @@ def lag_bytes(doc: dict[str, Any]) -> int | None:
     return wal_lag(max(candidates), replayed)
 
 
-def _replica(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdict:
-    pg = doc.get("postgres") or {}
+def _replica(doc: StateDoc, args: Mapping[str, str], now: float) -> Verdict:
+    pg = postgres_of(doc)
     if not pg.get("running"):
         return Verdict(503, "PostgreSQL is not running")
     if pg.get("role") != Role.REPLICA:
@@ -152,16 +151,16 @@ def _replica(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdic
     return Verdict(503, why) if why else OK
 
 
-def _read_only(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdict:
+def _read_only(doc: StateDoc, args: Mapping[str, str], now: float) -> Verdict:
     primary = _primary(doc, args, now)
     return primary if primary.code == 200 else _replica(doc, args, now)
 
 
-def _is_sync(doc: dict[str, Any]) -> bool:
+def _is_sync(doc: StateDoc) -> bool:
     return doc.get("name") in ((doc.get("cluster") or {}).get("sync_standby") or [])
 
 
-def _sync(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdict:
+def _sync(doc: StateDoc, args: Mapping[str, str], now: float) -> Verdict:
     if not doc.get("dcs_ok"):
         return Verdict(503, "DCS unreachable: sync state unknown")
     if not _is_sync(doc):
@@ -169,7 +168,7 @@ def _sync(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdict:
     return _replica(doc, args, now)
 
 
-def _async(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdict:
+def _async(doc: StateDoc, args: Mapping[str, str], now: float) -> Verdict:
     if not doc.get("dcs_ok"):
         return Verdict(503, "DCS unreachable: sync state unknown")
     if _is_sync(doc):
@@ -177,23 +176,23 @@ def _async(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdict:
     return _replica(doc, args, now)
 
 
-def _read_only_sync(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdict:
+def _read_only_sync(doc: StateDoc, args: Mapping[str, str], now: float) -> Verdict:
     primary = _primary(doc, args, now)
     return primary if primary.code == 200 else _sync(doc, args, now)
 
 
-def _health(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdict:
-    if not (doc.get("postgres") or {}).get("running"):
+def _health(doc: StateDoc, args: Mapping[str, str], now: float) -> Verdict:
+    if not postgres_of(doc).get("running"):
         return Verdict(503, "PostgreSQL is not running")
     why = _tags_match(doc, args)
     return Verdict(503, why) if why else OK
 
 
-def _liveness(doc: dict[str, Any], now: float) -> Verdict:
+def _liveness(doc: StateDoc, now: float) -> Verdict:
     if doc.get("paused"):
         return OK
     ttl = float(doc.get("ttl") or 30)
-    limit = ttl if (doc.get("postgres") or {}).get("role") == Role.PRIMARY else 2 * ttl
+    limit = ttl if postgres_of(doc).get("role") == Role.PRIMARY else 2 * ttl
     started = doc.get("loop_started_mono")
     if not isinstance(started, (int, float)):
         return Verdict(503, "the HA loop has not run yet")
@@ -203,10 +202,10 @@ def _liveness(doc: dict[str, Any], now: float) -> Verdict:
     return OK
 
 
-def _readiness(doc: dict[str, Any], args: Mapping[str, str], now: float) -> Verdict:
+def _readiness(doc: StateDoc, args: Mapping[str, str], now: float) -> Verdict:
     if _holds_lock(doc, now) is None:
         return OK
-    pg = doc.get("postgres") or {}
+    pg = postgres_of(doc)
     if not pg.get("running"):
         return Verdict(503, "PostgreSQL is not running")
     if pg.get("replication_state") != ReplicationState.STREAMING:

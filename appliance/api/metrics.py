@@ -24,10 +24,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from appliance import PATRONI_VERSION, __version__
 from appliance.api.health import lag_bytes
+from appliance.channel.state import StateDoc, lease_of, metrics_of, postgres_of, staleness
 from appliance.config.security import CHANNELS
 from appliance.core.model import PgState, ReplicationState, Role
 from appliance.core.tags import Tags
-from appliance.manager.channel import staleness
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LABELS = ("scope", "name")
@@ -121,7 +121,7 @@ class _Families:
 class StateCollector:
     """Builds every family from one read of the state document per scrape."""
 
-    def __init__(self, reader: Callable[[], dict[str, Any] | None], clock: Callable[[], float],
+    def __init__(self, reader: Callable[[], StateDoc | None], clock: Callable[[], float],
                  wall: Callable[[], float] = time.time) -> None:
         self._reader = reader
         self._clock = clock
@@ -140,7 +140,7 @@ class StateCollector:
         yield from families.out
 
 
-def patroni_metrics(f: _Families, doc: dict[str, Any], fresh: bool) -> None:
+def patroni_metrics(f: _Families, doc: StateDoc, fresh: bool) -> None:
     """The Patroni-compatible set; from stale or missing state, PostgreSQL counts as not running."""
     pd: dict[str, Any] = (doc.get("patroni_doc") or {}) if fresh else {}
     xlog: dict[str, Any] = pd.get("xlog") or {}
@@ -191,9 +191,9 @@ def patroni_metrics(f: _Families, doc: dict[str, Any], fresh: bool) -> None:
             float(Tags.from_json(doc.get("tags")).failover_priority) if doc else 0.0)
 
 
-def appliance_metrics(f: _Families, doc: dict[str, Any], fresh: bool, now: float, wall: float) -> None:
+def appliance_metrics(f: _Families, doc: StateDoc, fresh: bool, now: float, wall: float) -> None:
     """pgappliance_* metrics: HA loop, DCS, lease, lag, action counters, state freshness."""
-    m: dict[str, Any] = doc.get("metrics") or {}
+    m = metrics_of(doc)
     f.info("pgappliance_info", "Always 1: pgappliance's own version and the Patroni contract it implements.",
            {"version": __version__, "patroni_version": PATRONI_VERSION})
     f.summary("pgappliance_ha_loop_duration_seconds", "Duration of the manager's HA loop iterations.",
@@ -223,17 +223,17 @@ def appliance_metrics(f: _Families, doc: dict[str, Any], fresh: bool, now: float
                   "false), 0 otherwise.", {c: float(c in (insecure or [])) for c in CHANNELS})
 
 
-def lease_remaining(doc: dict[str, Any], now: float) -> float:
-    lease = doc.get("lease") or {}
+def lease_remaining(doc: StateDoc, now: float) -> float:
+    lease = lease_of(doc)
     expires = lease.get("expires_mono")
     if not lease.get("holder") or not isinstance(expires, (int, float)):
         return 0.0
     return max(0.0, float(expires) - now)
 
 
-def replication_lag(doc: dict[str, Any], wall: float) -> tuple[float | None, float | None]:
+def replication_lag(doc: StateDoc, wall: float) -> tuple[float | None, float | None]:
     """(bytes, seconds) of replay lag; (0, 0) on a primary; None where it cannot be known."""
-    pg = doc.get("postgres") or {}
+    pg = postgres_of(doc)
     if pg.get("role") == Role.PRIMARY:
         return 0.0, 0.0
     if pg.get("role") != Role.REPLICA or not pg.get("running"):
@@ -248,7 +248,7 @@ def replication_lag(doc: dict[str, Any], wall: float) -> tuple[float | None, flo
     return float(pending), (max(0.0, wall - replayed) if replayed else None)
 
 
-def register_metrics(app: Flask, reader: Callable[[], dict[str, Any] | None], clock: Callable[[], float], *,
+def register_metrics(app: Flask, reader: Callable[[], StateDoc | None], clock: Callable[[], float], *,
                      wall: Callable[[], float] = time.time) -> None:
     """Add GET /metrics to ``app``, rendering the state document that ``reader`` returns on each scrape."""
     registry = CollectorRegistry(auto_describe=False)

@@ -12,6 +12,7 @@ from flask import Response
 from appliance.api.body import BadInput, json_body, optional_bool, text
 from appliance.api.context import ApiContext
 from appliance.api.switchover_checks import parse_schedule
+from appliance.channel.state import StateDoc, postgres_of
 from appliance.core.model import Role
 
 ROLES = (Role.PRIMARY, Role.STANDBY_LEADER, Role.REPLICA)
@@ -78,10 +79,10 @@ def validate(body: dict[str, Any], now: datetime) -> tuple[dict[str, Any], Respo
     return out, None
 
 
-def unmet_condition(filters: dict[str, Any], doc: dict[str, Any]) -> str | None:
+def unmet_condition(filters: dict[str, Any], doc: StateDoc) -> str | None:
     """Patroni's restart_matches against this node's published state."""
     patroni = doc.get("patroni_doc") or {}
-    role = (doc.get("postgres") or {}).get("role") or patroni.get("role")
+    role = postgres_of(doc).get("role") or patroni.get("role")
     if filters.get("role") and filters["role"] != role:
         return f"host role mismatch (this node is {role}, the request wants {filters['role']})"
     version = filters.get("postgres_version")

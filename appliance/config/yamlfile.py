@@ -81,7 +81,7 @@ class _Loader(_Base, Composer):
         return Composer.get_single_node(self)  # the Python composer, also over libyaml's parser
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML's parser is untyped
         anchor = getattr(event, "anchor", None)
         line = event.start_mark.line + 1 if event.start_mark else None
         if isinstance(event, yaml.AliasEvent):

@@ -18,7 +18,7 @@ def ineligible_reason(view: ClusterView, local: LocalState, cfg: HaSettings) -> 
     candidate = _requested_candidate(view, local)
     if candidate == local.name:
         return None  # a manual failover names us: the API already checked the candidate
-    if candidate is not None and _peer_alive(local.peers, candidate):
+    if candidate is not None and _candidate_can_promote(view, local.peers, candidate, cfg):
         return f"a manual failover names {candidate}"
     for peer in local.peers:
         why = _peer_beats_us(peer, view, local, cfg)
@@ -92,8 +92,12 @@ def _requested_candidate(view: ClusterView, local: LocalState) -> str | None:
     return view.failover.member if view.failover else None
 
 
-def _peer_alive(peers: tuple[PeerStatus, ...], name: str) -> bool:
-    return any(p.name == name and p.reachable and p.running for p in peers)
+def _candidate_can_promote(view: ClusterView, peers: tuple[PeerStatus, ...], name: str, cfg: HaSettings) -> bool:
+    """The member a manual failover names is alive and may promote itself: then the others wait
+    for it. One that may not (tagged nofailover, outside the sync set) is ignored, as Patroni does,
+    or nobody would ever take over."""
+    return any(p.name == name and p.reachable and p.running and not tag_problem(p.tags)
+               and not sync_problem(view, name, cfg.synchronous_mode) for p in peers)
 
 
 def _peer_beats_us(peer: PeerStatus, view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:

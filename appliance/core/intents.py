@@ -81,9 +81,6 @@ class ScheduledRestart:
     id: str
     params: Mapping[str, Any] = field(default_factory=dict)
 
-    def as_json(self) -> dict[str, Any]:
-        return {"schedule": self.schedule, "id": self.id, "params": dict(self.params)}
-
 
 @dataclass(frozen=True)
 class IntentDecision:

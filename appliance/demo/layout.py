@@ -22,7 +22,7 @@ from appliance.runtime.supervisor import (
     package_root,
     render_supervisord_conf,
 )
-from appliance.tls import identity
+from appliance.tls import identity, pki
 from appliance.tls.identity import NodeTls
 
 PG_PORT, API_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT = 5432, 8008, 2379, 2380
@@ -376,7 +376,7 @@ def write_proxy_files(layout: DemoLayout, creds: Secrets, user: str | None) -> N
     directory = layout.dir / PROXY
     prepare_dirs([directory, directory / "run", directory / "log"], user)
     uid, gid = _ids(user)
-    identity.pki.ensure_private_file(str(proxy_ca(layout)), Path(creds.ca_file).read_bytes(), uid=uid, gid=gid,
+    pki.ensure_private_file(str(proxy_ca(layout)), Path(creds.ca_file).read_bytes(), uid=uid, gid=gid,
                                      mode=0o644)
     haproxy_cfg, spec = proxy_spec(layout, user)
     (directory / "haproxy.cfg").write_text(haproxy_cfg)

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from appliance.manager.channel import read_json, write_json
+from appliance.channel.files import read_json, write_json
 
 ORDER_FILE = "lease-order.json"
 REPORT_FILE = "fencer.json"

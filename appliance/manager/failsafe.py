@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance.channel.files import read_json, write_json
 from appliance.core.model import ClusterView
-from appliance.manager.channel import read_json, write_json
 from appliance.manager.events import EventLog
 from appliance.net.http import Client, request
 

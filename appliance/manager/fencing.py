@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from appliance.channel.files import process_exists
 from appliance.core.model import ClusterView
 from appliance.fence.order import (
     REPORT_MAX_AGE,
@@ -20,7 +21,6 @@ from appliance.fence.order import (
     read_report,
     write_order,
 )
-from appliance.manager.channel import process_exists
 from appliance.manager.events import EventLog
 
 log = logging.getLogger(__name__)

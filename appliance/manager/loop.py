@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from appliance.channel.intents import take_all
+from appliance.channel.state import IntentOutcome, RetryDoc, ScheduledRestartDoc, write_state
 from appliance.config import Effective, LocalLayers, bootstrap_dynamic, build_local, load_local, resolve
 from appliance.config.errors import ConfigError, Problem
 from appliance.config.schema import LocalConfig
@@ -26,11 +28,9 @@ from appliance.core.timing import safe_loop_wait
 from appliance.dcs.base import DCS, DCSError
 from appliance.fence.order import WatchdogSettings, boottime
 from appliance.manager import failsafe
-from appliance.manager.channel import write_state
 from appliance.manager.events import EventLog
 from appliance.manager.executor import Executor
 from appliance.manager.fencing import FencingStatus, LeaseKeeper
-from appliance.manager.intents import take_all
 from appliance.manager.jobs import JobRunner
 from appliance.manager.memory import Memory
 from appliance.manager.peers import fetch_peers
@@ -88,7 +88,7 @@ class Manager:
         self.last_status: PgStatus | None = None
         self._pending_result: JobResult | None = None
         self.config_path: str | None = None
-        self.outcomes: dict[str, dict[str, Any]] = {}
+        self.outcomes: dict[str, IntentOutcome] = {}
         self._intent_jobs: dict[str, str] = {}
         self.scheduled_restart: ScheduledRestart | None = None
         self.transition: states.Step | None = None
@@ -307,7 +307,9 @@ class Manager:
     def _publish(self, view: ClusterView | None, status: PgStatus, started: float) -> None:
         local = self.effective.local
         job = self.jobs.running
-        schedule = self.scheduled_restart.as_json() if self.scheduled_restart is not None else None
+        sched = self.scheduled_restart
+        schedule = None if sched is None else ScheduledRestartDoc(schedule=sched.schedule, id=sched.id,
+                                                                  params=dict(sched.params))
         if view is not None:
             member = member_value(self.name, self.ops.conn_url, api_url(local), status, job, local.tags,
                                   paused=self.ha.pause, scheduled_restart=schedule)
@@ -334,9 +336,8 @@ class Manager:
             "state": step.source.value, "next": step.target.value,
             "via": step.action.__name__ if step.action is not None else None, "listed": step.listed}
         retrying = self.memory.retry if retry.active(self.memory.retry, self.clock()) else None
-        doc["retry"] = doc["patroni_doc"]["retry"] = None if retrying is None else {
-            "job": retrying.job, "failures": retrying.failures,
-            "retry_in": round(max(0.0, retrying.until - self.clock()), 1)}
+        doc["retry"] = doc["patroni_doc"]["retry"] = None if retrying is None else RetryDoc(
+            job=retrying.job, failures=retrying.failures, retry_in=round(max(0.0, retrying.until - self.clock()), 1))
         doc["replication_problem"] = doc["patroni_doc"]["replication_problem"] = self.replication_problem
         doc["failsafe_mode"] = self.ha.failsafe_mode
         doc["failsafe"] = (self.failsafe.known.failsafe if self.failsafe.known is not None else None) or {}

@@ -69,7 +69,7 @@ def run(config_path: str | None) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     def on_hup(_signum: int, _frame: object) -> None:
-        from appliance.manager.intents import submit
+        from appliance.channel.intents import submit
 
         submit(manager.effective.local.appliance.run_dir, "reload")
         manager.wake()

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from appliance import PATRONI_VERSION, __version__
+from appliance.channel.state import ClusterDoc, ScheduledRestartDoc, StateDoc
 from appliance.core.model import ClusterRole, ClusterView, Member, PgState, Role
 from appliance.core.state import HaSettings
 from appliance.core.tags import Tags
@@ -31,7 +32,7 @@ def pg_state(status: PgStatus, job: str | None) -> PgState:
 
 def member_value(name: str, conn_url: str, api_url: str, status: PgStatus, job: str | None,
                  tags: Mapping[str, Any], paused: bool = False,
-                 scheduled_restart: dict[str, Any] | None = None) -> Member:
+                 scheduled_restart: ScheduledRestartDoc | None = None) -> Member:
     extra: dict[str, Any] = {}
     if paused:
         extra["pause"] = True
@@ -155,9 +156,9 @@ def state_max_age(ha: HaSettings) -> float:
 def state_doc(*, name: str, scope: str, ha: HaSettings, status: PgStatus, view: ClusterView | None,
               job: str | None, tags: dict[str, Any], holder: bool, lease_expires: float | None,
               loop_started: float, now: float, dcs_last_seen: float | None,
-              events: list[dict[str, Any]]) -> dict[str, Any]:
+              events: list[dict[str, Any]]) -> StateDoc:
     """Everything the API needs, with monotonic timestamps for freshness checks."""
-    cluster: dict[str, Any] = {}
+    cluster: ClusterDoc = {}
     if view is not None:
         cluster = {
             "leader": view.leader_name,

@@ -11,9 +11,10 @@ from appliance.postgres.config import (
     slot_name_for,
     strict_sync_names,
 )
-from appliance.postgres.control import PostgresControl, SlotChanges
+from appliance.postgres.control import PostgresControl
 from appliance.postgres.controldata import ControlData, DataDirState
 from appliance.postgres.errors import DataDirNotEmpty, PgError
+from appliance.postgres.slots import SlotChanges
 from appliance.postgres.status import PendingRestart, PgStatus, ReplicaConnection, WalReceiver
 
 __all__ = [

@@ -10,8 +10,8 @@ from typing import Any
 
 import psycopg
 
+from appliance.core.wal import parse_lsn
 from appliance.postgres.config import slot_name_for
-from appliance.postgres.controldata import parse_lsn
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from appliance.api.app import create_app
+from appliance.channel.intents import INTENT_DIR, Intent, take_all
 from appliance.config.schema import LocalConfig
 from appliance.core.model import Member
 from appliance.core.tags import Tags
 from appliance.dcs.fake import FakeDCS, FakeStore
-from appliance.manager.intents import INTENT_DIR, Intent, take_all
 
 NOW = 1000.0
 WALL = 1_767_225_600.0  # 2026-01-01T00:00:00Z

@@ -56,3 +56,16 @@ def test_the_former_leader_that_takes_over_cancels_the_switchover() -> None:
     local = _local("node2", 200, _peer("node1", 100, running=False))
     acts = decide(_view(), local, HaSettings())
     assert [type(act) for act in acts] == [a.AcquireLeader, a.ClearFailover, a.Promote]
+
+
+def test_a_named_candidate_that_may_not_promote_is_not_waited_for() -> None:
+    """Found by the random simulation: a failover key naming a replica outside the sync set (written
+    while the leader was cut off) made the sync standby wait for it, and it never promoted."""
+    sync = SyncState(leader="node1", sync_standby=("node2",))
+    view = ClusterView(initialize="1", leader=None, members=MEMBERS, failover=Failover(leader="node1", member="node3"),
+                       sync=sync)
+    cfg = HaSettings(synchronous_mode=True)
+    local = _local("node2", 200, _peer("node1", 100), _peer("node3", 200))
+    assert ineligible_reason(view, local, cfg) is None
+    # Outside synchronous mode the same candidate may promote: it is waited for.
+    assert ineligible_reason(view, local, HaSettings()) == "a manual failover names node3"

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from appliance.manager.intents import submit
+from appliance.channel.intents import submit
 from tests.unit.sim.harness import Simulation
 
 NODES = ("node1", "node2", "node3")

@@ -33,8 +33,8 @@ def test_the_lease_in_effect_changes_only_at_the_next_grant() -> None:
 
 def test_published_state_goes_stale_on_the_loop_not_on_the_ttl() -> None:
     """A huge ttl made a node answer /primary 200 from a 50-s-old state: the deadline ignores ttl."""
+    from appliance.channel.state import staleness
     from appliance.core.state import HaSettings
-    from appliance.manager.channel import staleness
     from appliance.manager.publish import state_max_age
 
     short, huge = HaSettings(ttl=5, loop_wait=1, retry_timeout=2), HaSettings(ttl=3600, loop_wait=1, retry_timeout=2)

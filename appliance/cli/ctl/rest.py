@@ -29,9 +29,10 @@ class Reply:
         """What the server said, in one line (Patroni answers text; our API may answer {"error": ...})."""
         if isinstance(self.body, dict):
             for key in ("message", "error", "reason"):
-                if isinstance(self.body.get(key), str):
+                said = self.body.get(key)
+                if isinstance(said, str):
                     field = self.body.get("field")
-                    return self.body[key] + (f" (field {field})" if isinstance(field, str) and field else "")
+                    return said + (f" (field {field})" if isinstance(field, str) and field else "")
         if isinstance(self.body, str):
             return self.body.strip()
         return " ".join(self.text.split())

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from appliance.channel.state import read_state, staleness
 from appliance.config import load_local
 from appliance.core.model import ClusterView, Member
 from appliance.core.state import PeerStatus
@@ -21,7 +22,6 @@ from appliance.dcs.base import DCSError
 from appliance.dcs.fake import FakeDCS, FakeStore
 from appliance.fence.order import FencerReport, read_order, write_report
 from appliance.fence.policy import PgSight, step
-from appliance.manager.channel import read_state, staleness
 from appliance.manager.events import EventLog
 from appliance.manager.executor import FatalError
 from appliance.manager.loop import Manager

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.channel.state import StateDoc
+
 INTENT_DIR = "intents"
 KINDS = ("restart", "reload", "reinitialize", "cancel_restart")
 
@@ -65,15 +67,15 @@ def take_all(run_dir: str) -> list[Intent]:
     return found
 
 
-def wait_outcome(reader: Callable[[], dict[str, Any] | None], intent_id: str, timeout: float,
+def wait_outcome(reader: Callable[[], StateDoc | None], intent_id: str, timeout: float,
                  final: tuple[str, ...] = ("done", "failed", "refused", "scheduled", "cancelled"),
                  interval: float = 0.1) -> dict[str, Any] | None:
     """Poll the manager's state until the intent reaches a final status (None on timeout)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        doc = reader() or {}
-        outcome = (doc.get("intents") or {}).get(intent_id)
-        if outcome and outcome.get("status") in final:
+        doc = reader()
+        outcome = (doc.get("intents") or {}).get(intent_id) if doc is not None else None
+        if outcome is not None and outcome["status"] in final:
             return dict(outcome)
         time.sleep(interval)
     return None
