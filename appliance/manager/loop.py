@@ -181,8 +181,9 @@ class Manager:
         result = memory.after_job(result, view, status, job, now)
         memory.track(view, self.name, status, job, now)
         local_cfg = self.effective.local
+        primary = status.queryable and status.role == Role.PRIMARY
         failsafe_ok = self.failsafe.round(
-            view, enabled=self.ha.failsafe_mode, name=self.name, primary=status.queryable and status.role == "primary",
+            view, enabled=self.ha.failsafe_mode, name=self.name, primary=primary,
             me={"name": self.name, "conn_url": self.ops.conn_url, "api_url": api_url(local_cfg), "slots": {}},
             client=self.peer_client, confirmed=lambda sent: self.fencing.failsafe_confirmed(sent, self.dcs.lease_ttl))
         # During an episode each DCS attempt is cut short, so that the rounds that keep the fencer off
