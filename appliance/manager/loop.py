@@ -19,10 +19,10 @@ from appliance.config.schema import LocalConfig
 from appliance.config.security import insecure_channels
 from appliance.core import actions as a
 from appliance.core import probes, retry, states
-from appliance.core.decide import decide
 from appliance.core.election import replication_problem
-from appliance.core.intents import IntentRequest, ScheduledRestart, plan_round
+from appliance.core.intents import IntentRequest, IntentRound, ScheduledRestart
 from appliance.core.model import ClusterView, Member, Role
+from appliance.core.plan import plan_tick
 from appliance.core.state import HaSettings, JobResult, LocalState, PeerStatus
 from appliance.core.timing import safe_loop_wait
 from appliance.dcs.base import DCS, DCSError
@@ -232,14 +232,15 @@ class Manager:
     def tick(self) -> list[a.Action]:
         started = self.clock()
         view, local, status = self.observe()
-        source = states.classify(view, local)
-        results = self._handle_intents(view, local)
-        if results is None:
-            actions = decide(view, local, self.ha)
-            results = self.executor.run(actions)
+        requests = [IntentRequest(i.kind, i.params, i.id) for i in take_all(self.effective.local.appliance.run_dir)]
+        plan = plan_tick(view, local, self.ha, requests, self.scheduled_restart)
+        self.scheduled_restart = plan.requests.schedule
+        if plan.requests.decisions:
+            actions = [act for act, _ in self._serve(plan.requests)]
         else:
-            actions = [act for act, _ in results]
-        self._note_transition(states.transition(source, actions))
+            actions = list(plan.actions)
+            self.executor.run(actions)
+        self._note_transition(plan.step)
         self.last_view, self.last_status = view, status
         self.last_loop_seconds = self.clock() - started
         self.loop_count += 1
@@ -266,15 +267,9 @@ class Manager:
             self.outcomes.pop(next(iter(self.outcomes)))
         self.events.emit("intent", f"{kind}: {status}{': ' + reason if reason else ''}", intent=intent_id)
 
-    def _handle_intents(self, view: ClusterView | None,
-                        local: LocalState) -> list[tuple[a.Action, bool]] | None:
-        """Serve this tick's operator requests (core.intents.plan_round decides); None when there
-        was none, so that decide() runs as usual."""
-        requests = [IntentRequest(i.kind, i.params, i.id) for i in take_all(self.effective.local.appliance.run_dir)]
-        plan = plan_round(requests, self.scheduled_restart, view, local)
-        self.scheduled_restart = plan.schedule
-        if not plan.decisions:
-            return None
+    def _serve(self, plan: IntentRound) -> list[tuple[a.Action, bool]]:
+        """Carry out this tick's operator requests as core.intents.plan_round decided them, and
+        publish each outcome."""
         results = self.executor.run(list(plan.first)) if plan.first else []
         for decision in plan.decisions:
             if decision.status != "run":

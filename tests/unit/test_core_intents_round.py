@@ -108,3 +108,16 @@ def test_probe_leader(view: ClusterView, local: LocalState, asked: str | None) -
 ])
 def test_leader_alive(answer: PeerStatus, alive: bool) -> None:
     assert leader_alive(answer) is alive
+
+
+def test_plan_tick_serves_requests_first_else_decides() -> None:
+    from appliance.core.plan import plan_tick
+    from appliance.core.state import HaSettings
+    from appliance.core.states import NodeState
+
+    served = plan_tick(_view(), _local(), HaSettings(), [IntentRequest("restart", {}, "r")], None)
+    assert served.actions == () and served.requests.decisions[0].status == "run"
+    assert (served.step.source, served.step.target) == (NodeState.REPLICA, NodeState.STARTING)
+    regular = plan_tick(_view(), _local(), HaSettings(), [], ScheduledRestart(FUTURE, "s"))
+    assert regular.requests.decisions == () and regular.requests.schedule == ScheduledRestart(FUTURE, "s")
+    assert regular.actions and regular.step.listed
