@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from appliance.channel.files import process_exists
+from appliance.channel.local import LocalChannels
 from appliance.core.model import ClusterView
 from appliance.fence.order import (
     REPORT_MAX_AGE,
@@ -17,9 +18,6 @@ from appliance.fence.order import (
     LeaseOrder,
     WatchdogSettings,
     boottime,
-    read_order,
-    read_report,
-    write_order,
 )
 from appliance.manager.events import EventLog
 
@@ -52,7 +50,8 @@ class LeaseKeeper:
     """
 
     def __init__(self, run_dir: str, clock: Callable[[], float], events: EventLog,
-                 boot: Callable[[], float] = boottime) -> None:
+                 boot: Callable[[], float] = boottime, channels: LocalChannels | None = None) -> None:
+        self.channels = channels or LocalChannels()
         self.run_dir = run_dir
         self.clock = clock
         self.boot = boot
@@ -63,7 +62,7 @@ class LeaseKeeper:
         self.ttl = 5.0
         self.watchdog = WatchdogSettings()
         self._fences_seen: int | None = None
-        previous = read_order(run_dir)
+        previous = self.channels.read_order(run_dir)
         if previous is not None and previous.deadline is not None:
             # A restarted manager inherits its predecessor's bound: the postmaster it left running
             # keeps the same protection, and is not fenced for the restart alone.
@@ -117,13 +116,13 @@ class LeaseKeeper:
         order = LeaseOrder(deadline=deadline, ttl=self.ttl, paused=self.paused, watchdog=self.watchdog,
                            writer=os.getpid(), written=boot_now)
         try:
-            write_order(self.run_dir, order)
+            self.channels.write_order(self.run_dir, order)
         except OSError as exc:  # the fencer then acts on the previous order, which never grows
             log.error("cannot write the lease order for the fencer: %s", exc)
 
     # --- what the fencer says ------------------------------------------------------------------
     def status(self) -> FencingStatus:
-        report = read_report(self.run_dir)
+        report = self.channels.read_report(self.run_dir)
         alive = report is not None and self.boot() - report.alive_at < REPORT_MAX_AGE and process_exists(report.pid)
         self._note_fences(report)
         problem = None

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.channel.intents import take_all
-from appliance.channel.state import IntentOutcome, RetryDoc, ScheduledRestartDoc, write_state
+from appliance.channel.local import LocalChannels
+from appliance.channel.state import IntentOutcome, RetryDoc, ScheduledRestartDoc
 from appliance.config import Effective, LocalLayers, bootstrap_dynamic, build_local, load_local, resolve
 from appliance.config.errors import ConfigError, Problem
 from appliance.config.schema import LocalConfig
@@ -53,7 +54,8 @@ class Manager:
     def __init__(self, layers: LocalLayers, dcs: DCS, ops: PgOps, *, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, peers: PeerFetcher = fetch_peers,
                  events: EventLog | None = None, jobs: JobRunner | None = None,
-                 boot: Callable[[], float] = boottime) -> None:
+                 boot: Callable[[], float] = boottime, channels: LocalChannels | None = None) -> None:
+        self.channels = channels or LocalChannels()
         self.layers = layers
         self.dcs = dcs
         self.ops = ops
@@ -70,7 +72,8 @@ class Manager:
         self._applied: tuple[LocalLayers, dict[str, Any]] | None = None  # the last document resolved
         # Parameters and pg_hba of a DCS document, checked by this PostgreSQL before they are applied.
         self.check_dynamic: DynamicCheck = check_dynamic
-        self.fencing = LeaseKeeper(self.effective.local.appliance.run_dir, clock, self.events, boot=boot)
+        self.fencing = LeaseKeeper(self.effective.local.appliance.run_dir, clock, self.events, boot=boot,
+                                   channels=self.channels)
         self.fence_status: FencingStatus | None = None
         self.executor = Executor(dcs, ops, self.jobs, self.events, lambda: bootstrap_dynamic(self.layers),
                                  self._wake.set, self.reload_config, self._stop_kill_after,
@@ -349,7 +352,7 @@ class Manager:
         # A DCS config this node cannot apply: it runs on the last good one and says why.
         doc["config_rejected"] = doc["patroni_doc"]["config_rejected"] = self._config_error
         try:
-            write_state(local.appliance.run_dir, doc)
+            self.channels.write_state(local.appliance.run_dir, doc)
         except OSError as exc:
             log.error("cannot write the state file for the API: %s", exc)
 

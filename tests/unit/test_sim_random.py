@@ -19,7 +19,7 @@ from appliance.channel.intents import submit
 from tests.unit.sim.harness import Simulation
 
 NODES = ("node1", "node2", "node3")
-EXAMPLES = int(os.environ.get("SIM_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("SIM_EXAMPLES", "300"))
 HEAL_SECONDS = 120.0
 
 node = st.sampled_from(NODES)

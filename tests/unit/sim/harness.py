@@ -13,14 +13,15 @@ from typing import Any
 
 import yaml
 
-from appliance.channel.state import read_state, staleness
+from appliance.channel.local import LocalChannels
+from appliance.channel.state import StateDoc, staleness
 from appliance.config import load_local
 from appliance.core.model import ClusterView, Member
 from appliance.core.state import PeerStatus
 from appliance.core.wal import wal_lag
 from appliance.dcs.base import DCSError
 from appliance.dcs.fake import FakeDCS, FakeStore
-from appliance.fence.order import FencerReport, read_order, write_report
+from appliance.fence.order import FencerReport, LeaseOrder
 from appliance.fence.policy import PgSight, step
 from appliance.manager.events import EventLog
 from appliance.manager.executor import FatalError
@@ -74,6 +75,13 @@ class Simulation:
         self.observer = FakeDCS(self.store, "observer", scope=SCOPE)
         self.nodes: dict[str, Node] = {}
         self.dcs_cut: set[str] = set()
+        # The node-local files (state document, lease order, fencer report) in memory: the same
+        # documents the real processes exchange, without the file system (5x faster).
+        self.states: dict[str, StateDoc] = {}
+        self.orders: dict[str, LeaseOrder] = {}
+        self.reports: dict[str, FencerReport] = {}
+        self.channels = LocalChannels(write_state=self.states.__setitem__, write_order=self.orders.__setitem__,
+                                      read_order=self.orders.get, read_report=self.reports.get)
         self.writes = True
         self.transitions: set[tuple[str, str | None, str]] = set()
         for i, name in enumerate(names):
@@ -97,7 +105,8 @@ class Simulation:
         ops = SimPgOps(self.world, node.name, self._check_promotion)
         manager = Manager(layers, dcs, ops, clock=self.clock, wall=lambda: 1_800_000_000.0 + self.now,  # type: ignore[arg-type]
                           peers=lambda members, asker=node.name: self._peers(asker, members),
-                          events=EventLog(), jobs=jobs, boot=self.clock)
+                          events=EventLog(), jobs=jobs, boot=self.clock,
+                          channels=self.channels)
         manager.check_dynamic = lambda config, local, where: []
         manager.config_path = node.config_path
         node.manager, node.jobs = manager, jobs
@@ -112,7 +121,7 @@ class Simulation:
                     or not self.world.reachable(asker, member.name):
                 answers.append(PeerStatus(name=member.name, reachable=False))
                 continue
-            doc = read_state(node.run_dir)
+            doc = self.states.get(node.run_dir)
             body = dict((doc or {}).get("patroni_doc") or {"state": "unknown", "role": "uninitialized"})
             if doc is None or staleness(doc, self.now) or node.manager is None:
                 body["state"] = "unknown"
@@ -142,12 +151,12 @@ class Simulation:
         server = self.world.servers[node.name]
         if not node.up or server.frozen:
             return
-        result = step(read_order(node.run_dir), PgSight(running=server.running, writable=server.running
+        result = step(self.orders.get(node.run_dir), PgSight(running=server.running, writable=server.running
                                                         and not server.in_recovery), self.now)
         if result.fence is not None:
             server.stop()
         if self.now - node.fencer_reported >= 1.0:
-            write_report(node.run_dir, FencerReport(alive_at=self.now, pid=_PID, watchdog="off"))
+            self.reports[node.run_dir] = FencerReport(alive_at=self.now, pid=_PID, watchdog="off")
             node.fencer_reported = self.now
 
     def _manager(self, node: Node) -> None:
