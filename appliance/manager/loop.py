@@ -143,7 +143,10 @@ class Manager:
         if self._config_error is not None and config == self._rejected:
             return  # the same document again: still rejected, already reported
         if self._applied is not None and self._applied[0] is self.layers and self._applied[1] == config:
-            return  # the same document on the same local layers: nothing to resolve again (~2 ms a tick)
+            # The last good document on the same local layers (again, or restored after a rejected
+            # one): nothing to resolve again (~2 ms a tick), and nothing rejected any more.
+            self._config_error = self._rejected = None
+            return
         try:
             effective = resolve(self.layers, config)
             if effective != self.effective:

@@ -210,3 +210,16 @@ def test_a_switchover_right_after_a_failover_never_leaves_the_cluster_without_a_
     sim.run(40)
     assert sim.verdicts.violations == []
     assert sim.healthy() is None
+
+
+def test_a_rejected_dcs_config_is_reported_until_the_good_one_is_restored(sim: Simulation) -> None:
+    """Written behind the API's back (etcdctl): every manager keeps the last good config and says
+    why; restoring it clears that (the integration test caught a manager that kept reporting it)."""
+    good = dict(sim.view().config or {})
+    sim.set_config(ttl=9_000_000_001)
+    sim.run(3)
+    assert all(n.manager is not None and n.manager._config_error for n in sim.nodes.values())
+    assert sim.observer.write_config(good, sim.view().config_revision)
+    sim.run(3)
+    assert all(n.manager is not None and n.manager._config_error is None for n in sim.nodes.values())
+    assert sim.healthy() is None

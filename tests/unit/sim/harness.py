@@ -291,7 +291,7 @@ class Simulation:
         view = self.view()
         config = dict(view.config or {})
         config.update(changes)
-        self.observer.write_config(config, None)
+        assert self.observer.write_config(config, view.config_revision), "config CAS failed"
 
     def switchover(self, leader: str, candidate: str | None) -> None:
         from appliance.core.model import Failover
