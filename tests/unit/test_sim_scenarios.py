@@ -223,3 +223,18 @@ def test_a_rejected_dcs_config_is_reported_until_the_good_one_is_restored(sim: S
     sim.run(3)
     assert all(n.manager is not None and n.manager._config_error is None for n in sim.nodes.values())
     assert sim.healthy() is None
+
+
+@pytest.mark.xfail(strict=True, reason="known hole, issue 11: a resume that the primary's frozen manager never saw")
+def test_resume_while_the_primary_manager_is_frozen(sim: Simulation) -> None:
+    """Found by the random simulation. While paused the fencer is disarmed (pause means: never touch
+    PostgreSQL, also while the manager is stopped for maintenance). If the primary's manager freezes
+    right after the resume, before it has seen it, its lease runs out, the others promote, and its
+    fencer still obeys the paused order: two writable primaries. Patroni has the same window. A fix
+    needs evidence the old primary is not writable before promoting (e.g. asking its PostgreSQL)."""
+    sim.set_config(pause=True)
+    sim.run(1.0)
+    sim.set_config(pause=False)
+    sim.freeze_manager(_primary(sim), 10)
+    sim.run(10)
+    assert sim.verdicts.violations == []
