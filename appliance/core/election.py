@@ -5,6 +5,7 @@ from __future__ import annotations
 from appliance.core.candidates import sync_problem, tag_problem
 from appliance.core.failover_key import scheduled_epoch
 from appliance.core.model import ClusterView, PgState, Role
+from appliance.core.probes import runs_as_primary
 from appliance.core.state import HaSettings, LocalState, PeerStatus
 from appliance.core.timelines import forked_elsewhere, replica_problem
 from appliance.core.wal import wal_lag
@@ -103,7 +104,7 @@ def _candidate_can_promote(view: ClusterView, peers: tuple[PeerStatus, ...], nam
 def _peer_beats_us(peer: PeerStatus, view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
     if peer.name == local.name or not peer.reachable:
         return None
-    if peer.running and peer.role in (Role.PRIMARY, Role.MASTER):
+    if runs_as_primary(peer):
         return f"{peer.name} is still running as primary"
     fo = view.failover
     if fo is not None and fo.leader == peer.name and switchover_due(view, local):

@@ -1,5 +1,5 @@
 """Which peers the loop asks before deciding (pure): every member during a leader race, the leader
-when our replication stalls; and what the leader's answer means."""
+when our replication stalls; and whether an answer says "running as primary"."""
 
 from __future__ import annotations
 
@@ -28,5 +28,6 @@ def probe_leader(view: ClusterView | None, local: LocalState) -> str | None:
     return view.leader.name if view.member(view.leader.name) is not None else None
 
 
-def leader_alive(answer: PeerStatus) -> bool:
+def runs_as_primary(answer: PeerStatus) -> bool:
+    """The peer answered that its PostgreSQL runs as primary (or Patroni's legacy "master")."""
     return answer.reachable and answer.running and answer.role in (Role.PRIMARY, Role.MASTER)

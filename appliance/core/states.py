@@ -133,14 +133,13 @@ def transition(source: NodeState, acts: list[a.Action]) -> Step:
     decisive = [type(act) for act in acts if type(act) in DECISIVE]
     if not decisive:
         return Step(source, None, source, None)
+    row: Transition | None = None
     for kind in decisive:
         row = _INDEX.get((source, kind)) or _INDEX.get((None, kind))
         if row is None:
             return Step(source, kind, source, None)
-    last = decisive[-1]
-    row = _INDEX.get((source, last)) or _INDEX.get((None, last))
-    assert row is not None
-    return Step(source, last, row.target, row)
+    assert row is not None  # the last decisive action's
+    return Step(source, decisive[-1], row.target, row)
 
 
 def mermaid() -> str:

@@ -95,7 +95,6 @@ class Manager:
         self._intent_jobs: dict[str, str] = {}
         self.scheduled_restart: ScheduledRestart | None = None
         self.transition: states.Step | None = None
-        self.unlisted_transitions = 0
         self.loop_count = 0
         self.loop_seconds_sum = 0.0
         self.last_loop_seconds = 0.0
@@ -228,7 +227,7 @@ class Manager:
         member = view.member(leader) if view is not None and leader is not None else None
         if member is not None:
             answer = self.fetch_peers([member])
-            local = dataclasses.replace(local, leader_alive=bool(answer) and probes.leader_alive(answer[0]))
+            local = dataclasses.replace(local, leader_alive=bool(answer) and probes.runs_as_primary(answer[0]))
         return local
 
     def peer_client(self) -> Client:
@@ -258,7 +257,6 @@ class Manager:
         """Remember this tick's transition; one taken that the table does not list is reported."""
         self.transition = step
         if not step.listed:
-            self.unlisted_transitions += 1
             assert step.action is not None
             self.events.emit("transition", f"not in the transition table: {step.source} --{step.action.__name__}-->",
                              level=logging.ERROR, source=step.source.value, action=step.action.__name__)

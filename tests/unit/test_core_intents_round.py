@@ -8,7 +8,7 @@ import pytest
 from appliance.core import actions as a
 from appliance.core.intents import IntentRequest, ScheduledRestart, plan_round
 from appliance.core.model import ClusterView, Failover, Leader, Member, Role
-from appliance.core.probes import leader_alive, probe_leader, probe_peers
+from appliance.core.probes import probe_leader, probe_peers, runs_as_primary
 from appliance.core.state import DataDir, LocalState, PeerStatus
 
 MEMBERS = (Member(name="node1", state="running", role="primary"), Member(name="node2", state="running"),
@@ -106,8 +106,8 @@ def test_probe_leader(view: ClusterView, local: LocalState, asked: str | None) -
     (PeerStatus("node1", True, role="replica", running=True), False),
     (PeerStatus("node1", False), False),
 ])
-def test_leader_alive(answer: PeerStatus, alive: bool) -> None:
-    assert leader_alive(answer) is alive
+def test_runs_as_primary(answer: PeerStatus, alive: bool) -> None:
+    assert runs_as_primary(answer) is alive
 
 
 def test_plan_tick_serves_requests_first_else_decides() -> None:

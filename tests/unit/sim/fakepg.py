@@ -8,7 +8,7 @@ from typing import Any
 
 from appliance.core.model import HistoryEntry, Member
 from appliance.core.state import DataDir, JobResult, StandbyConn
-from appliance.core.sync import STRICT_PLACEHOLDER
+from appliance.core.sync import STRICT_PLACEHOLDER, named_in_ssn
 from appliance.manager.jobs import JobRunner, RetryLater
 from appliance.manager.memory import PgMemory
 from appliance.postgres.status import IN_ARCHIVE_RECOVERY, STREAMING, PgStatus, ReplicaConnection, WalReceiver
@@ -100,8 +100,6 @@ class SimPgOps:
                         replication=self._replication(), **common)
 
     def _replication(self) -> tuple[ReplicaConnection, ...]:
-        from appliance.core.sync import named_in_ssn
-
         named = named_in_ssn(self.server.ssn)
         rows = []
         for other in sorted(self.world.servers.values(), key=lambda x: x.name):
