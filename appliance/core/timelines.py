@@ -45,3 +45,14 @@ def replica_problem(diverged: bool, not_streaming_since: float | None, now: floa
     if not_streaming_since is not None and now - not_streaming_since > STUCK_AFTER:
         return f"not streaming from the leader for {now - not_streaming_since:.0f}s"
     return None
+
+
+def merged_history(known: tuple[HistoryEntry, ...], own: tuple[HistoryEntry, ...], leader: str,
+                   timestamp: str) -> tuple[HistoryEntry, ...]:
+    """A new primary's history file (``own``) as the DCS rows: a row the DCS already has with the
+    same switch LSN is kept as it was, any other is stamped with ``timestamp`` and ``leader``."""
+    if not own:
+        return known
+    by_tl = {h.timeline: h for h in known}
+    return tuple(k if (k := by_tl.get(h.timeline)) is not None and k.lsn == h.lsn
+                 else HistoryEntry(h.timeline, h.lsn, h.reason, timestamp, leader) for h in own)

@@ -17,6 +17,7 @@ from typing import Any
 
 from appliance.core.model import HistoryEntry, Member, Role
 from appliance.core.state import DataDir, StandbyConn
+from appliance.core.timelines import merged_history
 from appliance.manager.jobs import RetryLater
 from appliance.manager.memory import PgMemory
 from appliance.net.address import parse_conn_url
@@ -86,7 +87,9 @@ class PgOps:
         self.memory.sysid = cd.system_identifier
         return state, cd.system_identifier, cd.was_primary
 
-    def standby_conns(self, status: PgStatus) -> tuple[StandbyConn, ...]:
+    @staticmethod
+    def standby_conns(status: PgStatus) -> tuple[StandbyConn, ...]:
+        """pg_stat_replication's rows as decide() reads them."""
         return tuple(StandbyConn(application_name=r.application_name, state=r.state or "",
                                  sync_state=r.sync_state or "", flush_lsn=r.flush_lsn)
                      for r in status.replication)
@@ -283,9 +286,4 @@ class PgOps:
     def timeline_history(self, known: tuple[HistoryEntry, ...], leader: str) -> tuple[HistoryEntry, ...]:
         """The new timeline's history file, merged with what the DCS already knew."""
         own = self.own_history(self.monitor.status().timeline)
-        if not own:
-            return known
-        by_tl = {h.timeline: h for h in known}
-        now = datetime.now(UTC).isoformat()
-        return tuple(known_entry if (known_entry := by_tl.get(h.timeline)) is not None and known_entry.lsn == h.lsn
-                     else HistoryEntry(h.timeline, h.lsn, h.reason, now, leader) for h in own)
+        return merged_history(known, own, leader, datetime.now(UTC).isoformat())

@@ -151,3 +151,14 @@ def test_the_closed_action_union_names_every_action_class() -> None:
     assert set(a.CONCRETE) == subclasses(a.Action) == set(get_args(a.AnyAction))
     with pytest.raises(TypeError):
         a.closed(a.Action("a bare action is not executable"))
+
+
+def test_merged_history_keeps_known_rows_and_stamps_new_ones() -> None:
+    from appliance.core.timelines import merged_history
+
+    known = (HistoryEntry(1, 100, "r", "t0", "node1"),)
+    own = (HistoryEntry(1, 100, "r"), HistoryEntry(2, 200, "r2"))
+    assert merged_history(known, own, "node2", "t1") == (known[0], HistoryEntry(2, 200, "r2", "t1", "node2"))
+    moved = (HistoryEntry(1, 150, "r"),)  # the same timeline forked at another LSN: ours wins
+    assert merged_history(known, moved, "node2", "t1") == (HistoryEntry(1, 150, "r", "t1", "node2"),)
+    assert merged_history(known, (), "node2", "t1") == known

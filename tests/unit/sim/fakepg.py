@@ -7,10 +7,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from appliance.core.model import HistoryEntry, Member
-from appliance.core.state import DataDir, JobResult, StandbyConn
+from appliance.core.state import DataDir, JobResult
 from appliance.core.sync import STRICT_PLACEHOLDER, named_in_ssn
+from appliance.core.timelines import merged_history
 from appliance.manager.jobs import JobRunner, RetryLater
 from appliance.manager.memory import PgMemory
+from appliance.manager.pgops import PgOps
 from appliance.postgres.status import IN_ARCHIVE_RECOVERY, STREAMING, PgStatus, ReplicaConnection, WalReceiver
 
 from .world import Server, World, new_data
@@ -119,9 +121,7 @@ class SimPgOps:
             return DataDir.VALID, s.data.sysid, False
         return DataDir.VALID, s.data.sysid, s.data.was_primary
 
-    def standby_conns(self, status: PgStatus) -> tuple[StandbyConn, ...]:
-        return tuple(StandbyConn(r.application_name, r.state or "", r.sync_state or "", r.flush_lsn)
-                     for r in status.replication)
+    standby_conns = staticmethod(PgOps.standby_conns)  # the real conversion
 
     def config_stale(self) -> bool:
         return False
@@ -141,11 +141,7 @@ class SimPgOps:
     def timeline_history(self, known: tuple[HistoryEntry, ...], leader: str) -> tuple[HistoryEntry, ...]:
         data = self.server.data
         own = self.own_history(data.timeline if data is not None else None)
-        if not own:
-            return known
-        by_tl = {h.timeline: h for h in known}
-        return tuple(k if (k := by_tl.get(h.timeline)) is not None and k.lsn == h.lsn
-                     else HistoryEntry(h.timeline, h.lsn, h.reason, "2026-01-01T00:00:00+00:00", leader) for h in own)
+        return merged_history(known, own, leader, "2026-01-01T00:00:00+00:00")
 
     def slot_positions(self) -> dict[str, int]:
         return {}
