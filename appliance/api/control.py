@@ -12,9 +12,9 @@ from appliance.api import restart as restart_rules
 from appliance.api import switchover_checks as sw
 from appliance.api.body import BadInput, json_body, optional_bool, optional_str, reject_unknown, text
 from appliance.api.context import ApiContext, Unavailable
+from appliance.channel import failsafe
 from appliance.channel.state import StateDoc, postgres_of
 from appliance.core.model import ClusterView, Failover, Role
-from appliance.manager import failsafe
 
 FAILSAFE_KEYS = frozenset({"name", "conn_url", "api_url", "slots"})
 SWITCHOVER_KEYS = frozenset({"leader", "candidate", "member", "scheduled_at"})

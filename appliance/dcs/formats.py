@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -126,6 +127,11 @@ def decode_member(name: str, value: str, mod_revision: int = 0) -> Member:
         extra={k: v for k, v in data.items() if k not in _MEMBER_FIELDS},
         mod_revision=mod_revision,
     )
+
+
+# A member key changes about once a loop and every manager reading the prefix decodes it again;
+# the decoded Member is immutable, so one decoding of each (name, value, revision) serves them all.
+_decode_member_once = functools.lru_cache(maxsize=256)(decode_member)
 
 
 def _legacy_member(value: str) -> dict[str, Any]:
@@ -333,7 +339,7 @@ def build_view(rows: Iterable[Row | tuple[str, str, int, int, int]], prefix: str
     initialize = nodes.get(INITIALIZE)
     members = sorted(
         (
-            decode_member(key[len(MEMBERS) :], row.value, row.mod_revision)
+            _decode_member_once(key[len(MEMBERS) :], row.value, row.mod_revision)
             for key, row in nodes.items()
             if key.startswith(MEMBERS) and key.count("/") == 1 and len(key) > len(MEMBERS)
         ),

@@ -1,23 +1,17 @@
 """Failsafe mode: a primary cut off from the DCS asks every member in ``/failsafe`` over REST
 (POST /failsafe) whether it may go on; a member that accepts records it so that its own manager
-does not race for the leader key while that primary runs."""
+does not race for the leader key while that primary runs (the record itself: channel/failsafe)."""
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from appliance.channel.files import read_json, write_json
 from appliance.core.model import ClusterView
 from appliance.manager.events import EventLog
 from appliance.net.http import Client, request
-
-RECORD = "failsafe.json"
 
 
 def confirm_all(members: dict[str, str], me: dict[str, Any], client: Client | None,
@@ -39,29 +33,6 @@ def confirm_all(members: dict[str, str], me: dict[str, Any], client: Client | No
     with ThreadPoolExecutor(max_workers=min(8, len(others))) as pool:
         refusals = {name: why for name, why in pool.map(ask, others.items()) if why is not None}
     return not refusals, refusals
-
-
-@dataclass(frozen=True)
-class Received:
-    """The last POST /failsafe this node accepted: who, and when (CLOCK_MONOTONIC, machine-wide)."""
-
-    name: str
-    at: float
-
-
-def record(run_dir: str, name: str, now: float | None = None) -> None:
-    """The API's side: note the primary that POSTed /failsafe (atomically, for the manager)."""
-    write_json(Path(run_dir) / RECORD, {"name": name, "at": time.monotonic() if now is None else now})
-
-
-def last_received(run_dir: str) -> Received | None:
-    doc = read_json(Path(run_dir) / RECORD)
-    if not isinstance(doc, dict):
-        return None
-    name, at = doc.get("name"), doc.get("at")
-    if not isinstance(name, str) or not isinstance(at, (int, float)):
-        return None
-    return Received(name, float(at))
 
 
 class FailsafeKeeper:

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from appliance.channel.intents import take_all
 from appliance.channel.local import LocalChannels
 from appliance.channel.state import IntentOutcome, RetryDoc, ScheduledRestartDoc
 from appliance.config import Effective, LocalLayers, bootstrap_dynamic, build_local, load_local, resolve
@@ -194,7 +193,7 @@ class Manager:
         # During an episode each DCS attempt is cut short, so that the rounds that keep the fencer off
         # come well within ttl; back to retry_timeout once the DCS answers.
         self.dcs.set_retry_timeout(min(self.ha.retry_timeout, 1) if self.failsafe.active else self.ha.retry_timeout)
-        received = failsafe.last_received(local_cfg.appliance.run_dir)
+        received = self.channels.read_failsafe(local_cfg.appliance.run_dir)
         failsafe_leader = received.name if received is not None and now - received.at < self.ha.ttl else None
         data_dir, sysid, was_primary = self.ops.disk_state(status.running)
         local = LocalState(
@@ -237,7 +236,8 @@ class Manager:
     def tick(self) -> list[a.Action]:
         started = self.clock()
         view, local, status = self.observe()
-        requests = [IntentRequest(i.kind, i.params, i.id) for i in take_all(self.effective.local.appliance.run_dir)]
+        taken = self.channels.take_intents(self.effective.local.appliance.run_dir)
+        requests = [IntentRequest(i.kind, i.params, i.id) for i in taken]
         plan = plan_tick(view, local, self.ha, requests, self.scheduled_restart)
         self.scheduled_restart = plan.requests.schedule
         if plan.requests.decisions:

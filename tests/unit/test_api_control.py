@@ -620,7 +620,7 @@ FAILSAFE_BODY = {"name": "node2", "conn_url": "postgres://10.0.0.2:5432/postgres
 
 
 def test_post_failsafe_is_accepted_by_a_replica_and_recorded_for_its_manager(tmp_path: Path) -> None:
-    from appliance.manager.failsafe import last_received
+    from appliance.channel.failsafe import last_received
 
     doc = state(role="replica", failsafe_mode=True, postgres={"running": True, "role": "replica",
                                                                "receive_lsn": 12345})
@@ -633,7 +633,7 @@ def test_post_failsafe_is_accepted_by_a_replica_and_recorded_for_its_manager(tmp
 
 
 def test_post_failsafe_refused_by_a_primary_and_when_off(tmp_path: Path) -> None:
-    from appliance.manager.failsafe import last_received
+    from appliance.channel.failsafe import last_received
 
     primary = FakeManager(str(tmp_path / "a"), doc=state(role="primary", failsafe_mode=True))
     client, _ = client_of(tmp_path, manager=primary)
@@ -649,7 +649,7 @@ def test_post_failsafe_refused_by_a_primary_and_when_off(tmp_path: Path) -> None
 @pytest.mark.parametrize("body", [{}, {"name": 5}, {"name": "n2", "evil": 1}, {"name": "n2", "slots": [1]},
                                   {"conn_url": "x"}])
 def test_post_failsafe_bad_bodies(tmp_path: Path, body: dict[str, Any]) -> None:
-    from appliance.manager.failsafe import last_received
+    from appliance.channel.failsafe import last_received
 
     mgr = FakeManager(str(tmp_path / "run"), doc=state(role="replica", failsafe_mode=True))
     client, _ = client_of(tmp_path, manager=mgr)

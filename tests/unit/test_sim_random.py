@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from appliance.channel.intents import submit
 from tests.unit.sim.harness import Simulation
 
 NODES = ("node1", "node2", "node3")
@@ -159,7 +158,7 @@ class FaultSchedule(RuleBasedStateMachine):
     @rule(name=node, kind=st.sampled_from(["restart", "reinitialize", "reload"]), seconds=pause)
     def operator_request(self, name: str, kind: str, seconds: float) -> None:
         """POST /restart, /reinitialize or /reload on one node (through its intent queue)."""
-        submit(self.sim.nodes[name].run_dir, kind)
+        self.sim.request(name, kind)
         self.sim.run(seconds)
 
     @rule(lag=st.sampled_from([0, 500, 1048576]), seconds=pause)

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from appliance.channel.failsafe import Received
+from appliance.channel.intents import Intent
 from appliance.channel.local import LocalChannels
 from appliance.channel.state import StateDoc, staleness
 from appliance.config import load_local
@@ -80,8 +82,12 @@ class Simulation:
         self.states: dict[str, StateDoc] = {}
         self.orders: dict[str, LeaseOrder] = {}
         self.reports: dict[str, FencerReport] = {}
+        self.intents: dict[str, list[Intent]] = {}
+        self.failsafe: dict[str, Received] = {}
         self.channels = LocalChannels(write_state=self.states.__setitem__, write_order=self.orders.__setitem__,
-                                      read_order=self.orders.get, read_report=self.reports.get)
+                                      read_order=self.orders.get, read_report=self.reports.get,
+                                      take_intents=lambda run_dir: self.intents.pop(run_dir, []),
+                                      read_failsafe=self.failsafe.get)
         self.writes = True
         self.transitions: set[tuple[str, str | None, str]] = set()
         for i, name in enumerate(names):
@@ -292,6 +298,12 @@ class Simulation:
         config = dict(view.config or {})
         config.update(changes)
         assert self.observer.write_config(config, view.config_revision), "config CAS failed"
+
+    def request(self, name: str, kind: str, params: dict[str, Any] | None = None) -> Intent:
+        """POST /restart, /reload or /reinitialize on one node: an intent in its queue."""
+        intent = Intent(kind=kind, params=dict(params or {}), created=self.now)
+        self.intents.setdefault(self.nodes[name].run_dir, []).append(intent)
+        return intent
 
     def switchover(self, leader: str, candidate: str | None) -> None:
         from appliance.core.model import Failover

@@ -99,32 +99,41 @@ class World:
         return a == b or (a not in self.isolated and b not in self.isolated)
 
     def replicate(self) -> None:
-        """Every running replica streams from its upstream when it can (cascades settle in a few passes)."""
+        """Every running replica streams from its upstream when it can; an upstream is settled before
+        the servers that stream from it, so a cascade settles in one pass."""
+        settled: set[str] = set()
         for server in self.servers.values():
-            server.streaming = False
-        for _ in range(len(self.servers)):
-            for server in self.servers.values():
-                self._stream(server)
+            self._settle(server, settled)
 
-    def _stream(self, server: Server) -> None:
-        if not server.answers or not server.in_recovery or server.upstream is None or server.data is None:
+    def _settle(self, server: Server, settled: set[str]) -> None:
+        if server.name in settled:
             return
-        source = self.servers.get(server.upstream)
-        if source is None or not source.answers or source.data is None or not self.reachable(server.name, source.name):
+        settled.add(server.name)  # before the upstream: a loop of upstreams ends here
+        server.streaming = False
+        upstream = self.servers.get(server.upstream) if server.upstream is not None else None
+        if upstream is not None:
+            self._settle(upstream, settled)
+        self._stream(server, upstream)
+
+    def _stream(self, server: Server, source: Server | None) -> None:
+        if source is None or not server.answers or not server.in_recovery or server.data is None:
             return
-        if not server.data.can_follow(source.data):
+        if not source.answers or source.data is None or not self.reachable(server.name, source.name):
+            return
+        ours, theirs = server.data, source.data
+        if not ours.can_follow(theirs):
             return
         server.streaming = True
-        ours, theirs = server.data, source.data
         if theirs.timeline > ours.timeline or theirs.lsn > ours.lsn:
-            server.data = dataclasses.replace(theirs, was_primary=False)
+            server.data = dataclasses.replace(theirs, was_primary=False) if theirs.was_primary else theirs
 
     def write(self, now: float) -> None:
         """One write to every server that takes writes from the clients, then acknowledgement."""
         written: list[tuple[Server, Data]] = []
         for server in self.servers.values():
             if server.writable and server.name not in self.isolated and server.data is not None:
-                server.data = dataclasses.replace(server.data, lsn=server.data.lsn + 100)
+                d = server.data
+                server.data = Data(d.sysid, d.timeline, d.lsn + 100, d.history, d.was_primary)
                 written.append((server, server.data))
         if not written:
             return
