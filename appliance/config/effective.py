@@ -57,10 +57,13 @@ class Effective:
         return local if local is not None else self.dynamic.postgresql.pg_hba
 
 
-def resolve(local_layers: LocalLayers, dynamic: Mapping[str, Any] | None) -> Effective:
+def resolve(local_layers: LocalLayers, dynamic: Mapping[str, Any] | None,
+            validated: tuple[LocalConfig, DynamicResult] | None = None) -> Effective:
     """Resolve the local layers against ``dynamic`` (the parsed DCS ``config`` key, or None when
-    the DCS has none yet). Raises ConfigError for a bad local layer or a bad DCS document."""
-    return _resolve(local_layers, validate_local(local_layers), dynamic, DCS_SOURCE)
+    the DCS has none yet). Raises ConfigError for a bad local layer or a bad DCS document.
+    ``validated``: what :func:`validate_local` returned for these layers (a caller that resolves
+    the same layers again and again validates them once)."""
+    return _resolve(local_layers, validated or validate_local(local_layers), dynamic, DCS_SOURCE)
 
 
 def resolve_or_last_good(

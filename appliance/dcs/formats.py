@@ -129,11 +129,6 @@ def decode_member(name: str, value: str, mod_revision: int = 0) -> Member:
     )
 
 
-# A member key changes about once a loop and every manager reading the prefix decodes it again;
-# the decoded Member is immutable, so one decoding of each (name, value, revision) serves them all.
-_decode_member_once = functools.lru_cache(maxsize=256)(decode_member)
-
-
 def _legacy_member(value: str) -> dict[str, Any]:
     # Patroni < 1.0 stored "postgres://host:port/db?application_name=<api_url>".
     parts = urlparse(value)
@@ -324,11 +319,11 @@ def encode_failsafe(members: Mapping[str, str]) -> str:
 
 def build_view(rows: Iterable[Row | tuple[str, str, int, int, int]], prefix: str = "") -> ClusterView:
     """Build a ClusterView from the rows under ``prefix`` (keys may be absolute or relative to it)."""
-    nodes: dict[str, Row] = {}
-    for raw in rows:
-        row = Row(*raw)
-        key = row.key[len(prefix) :] if prefix and row.key.startswith(prefix) else row.key
-        nodes[key] = row._replace(key=key)
+    nodes: dict[str, tuple[str, int, int]] = {}  # key relative to the prefix: (value, mod_revision, lease)
+    for key, value, mod_revision, _, lease in rows:
+        if prefix and key.startswith(prefix):
+            key = key[len(prefix) :]
+        nodes[key] = (value, mod_revision, lease)
     config = nodes.get(CONFIG)
     leader = nodes.get(LEADER)
     sync = nodes.get(SYNC)
@@ -339,25 +334,33 @@ def build_view(rows: Iterable[Row | tuple[str, str, int, int, int]], prefix: str
     initialize = nodes.get(INITIALIZE)
     members = sorted(
         (
-            _decode_member_once(key[len(MEMBERS) :], row.value, row.mod_revision)
-            for key, row in nodes.items()
+            _decode_member_once(key[len(MEMBERS) :], value, mod_revision)
+            for key, (value, mod_revision, _) in nodes.items()
             if key.startswith(MEMBERS) and key.count("/") == 1 and len(key) > len(MEMBERS)
         ),
         key=lambda m: m.name,
     )
     return ClusterView(
-        initialize=initialize.value if initialize else None,
-        initialize_revision=initialize.mod_revision if initialize else 0,
-        config=decode_config(config.value) if config else None,
-        config_revision=config.mod_revision if config else 0,
-        leader=Leader(leader.value, leader.mod_revision, leader.lease) if leader else None,
+        initialize=initialize[0] if initialize else None,
+        initialize_revision=initialize[1] if initialize else 0,
+        config=decode_config(config[0]) if config else None,
+        config_revision=config[1] if config else 0,
+        leader=Leader(*leader) if leader else None,
         members=tuple(members),
-        sync=decode_sync(sync.value, sync.mod_revision) if sync else None,
-        failover=decode_failover(failover.value, failover.mod_revision) if failover else None,
-        history=decode_history(history.value) if history else (),
-        status=decode_status(status.value) if status else ClusterStatus(),
-        failsafe=decode_failsafe(failsafe.value) if failsafe else None,
+        sync=_decode_sync_once(*sync[:2]) if sync else None,
+        failover=decode_failover(*failover[:2]) if failover else None,
+        history=_decode_history_once(history[0]) if history else (),
+        status=_decode_status_once(status[0]) if status else ClusterStatus(),
+        failsafe=decode_failsafe(failsafe[0]) if failsafe else None,
     )
+
+
+# Every manager decodes the same keys again each loop; the decoded values are immutable, so one
+# decoding of each serves every reader (the config, a mutable dict, is decoded for each).
+_decode_member_once = functools.lru_cache(maxsize=256)(decode_member)
+_decode_sync_once = functools.lru_cache(maxsize=16)(decode_sync)
+_decode_history_once = functools.lru_cache(maxsize=16)(decode_history)
+_decode_status_once = functools.lru_cache(maxsize=64)(decode_status)
 
 
 def wakes_watcher(key: str, deleted: bool) -> bool:

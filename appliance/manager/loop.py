@@ -14,7 +14,9 @@ from typing import Any
 from appliance.channel.local import LocalChannels
 from appliance.channel.state import IntentOutcome, RetryDoc, ScheduledRestartDoc
 from appliance.config import Effective, LocalLayers, bootstrap_dynamic, build_local, load_local, resolve
+from appliance.config.dynamic import DynamicResult
 from appliance.config.errors import ConfigError, Problem
+from appliance.config.local_layers import validate_local
 from appliance.config.schema import LocalConfig
 from appliance.config.security import insecure_channels
 from appliance.core import actions as a
@@ -64,7 +66,9 @@ class Manager:
         self.events = events or EventLog()
         self.jobs = jobs or JobRunner()
         self._wake = threading.Event()
-        self.effective: Effective = resolve(layers, None)
+        # validate_local of self.layers, done once per layers object
+        self._validated: tuple[LocalLayers, tuple[LocalConfig, DynamicResult]] | None = None
+        self.effective: Effective = self._resolve(None)
         self.ha: HaSettings = ha_settings(self.effective.dynamic, self.effective.local)
         self._config_error: str | None = None
         self._rejected: dict[str, Any] | None = None
@@ -146,7 +150,7 @@ class Manager:
             self._config_error = self._rejected = None
             return
         try:
-            effective = resolve(self.layers, config)
+            effective = self._resolve(config)
             if effective != self.effective:
                 problems = self.check_dynamic(config, effective.local, "dcs config")
                 if problems:
@@ -167,6 +171,12 @@ class Manager:
         self.dcs.set_retry_timeout(self.ha.retry_timeout)
         self.ops.set_parameters(effective.postgresql_parameters)
         self.ops.set_hba(hba_lines(effective))
+
+    def _resolve(self, config: dict[str, Any] | None) -> Effective:
+        """resolve() with the local layers validated once per layers object (~half its cost)."""
+        if self._validated is None or self._validated[0] is not self.layers:
+            self._validated = (self.layers, validate_local(self.layers))
+        return resolve(self.layers, config, self._validated[1])
 
     def observe(self) -> tuple[ClusterView | None, LocalState, PgStatus]:
         now = self.clock()

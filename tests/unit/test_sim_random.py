@@ -34,7 +34,8 @@ class FaultSchedule(RuleBasedStateMachine):
         dynamic = {"synchronous_mode": mode != "async", "synchronous_mode_strict": mode == "strict"}
         self.mode = mode
         self.sim = Simulation(self.tmp, dynamic=dynamic)
-        self.sim.run(15)
+        assert self.sim.run_until(lambda: self.sim.healthy() is None, 30), "no healthy cluster 30 s after boot"
+        self.sim.run(2)
 
     def teardown(self) -> None:
         try:
@@ -51,8 +52,8 @@ class FaultSchedule(RuleBasedStateMachine):
         why: str | None = "not checked"
         waited = 0.0
         while waited < HEAL_SECONDS and why is not None:
-            sim.run(5)
-            waited += 5
+            sim.run(1)
+            waited += 1
             why = sim.healthy()
         settled = len(sim.verdicts.promotions)
         sim.run(10)  # and it stays so

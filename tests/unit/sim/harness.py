@@ -17,7 +17,7 @@ from appliance.channel.failsafe import Received
 from appliance.channel.intents import Intent
 from appliance.channel.local import LocalChannels
 from appliance.channel.state import StateDoc, staleness
-from appliance.config import load_local
+from appliance.config import LocalLayers, load_local
 from appliance.core.model import ClusterView, Member
 from appliance.core.state import PeerStatus
 from appliance.core.wal import wal_lag
@@ -76,6 +76,7 @@ class Simulation:
         self.verdicts = Verdicts()
         self.observer = FakeDCS(self.store, "observer", scope=SCOPE)
         self.nodes: dict[str, Node] = {}
+        self._layers: dict[str, LocalLayers] = {}  # each node's file read once (it never changes here)
         self.dcs_cut: set[str] = set()
         # The node-local files (state document, lease order, fencer report) in memory: the same
         # documents the real processes exchange, without the file system (5x faster).
@@ -103,7 +104,8 @@ class Simulation:
 
     # --- processes -------------------------------------------------------------------------------
     def _boot(self, node: Node) -> None:
-        layers = load_local(node.config_path, {})
+        layers = self._layers.get(node.config_path) or self._layers.setdefault(node.config_path,
+                                                                                load_local(node.config_path, {}))
         dcs = FakeDCS(self.store, node.name, ttl=int(self.dynamic["ttl"]), scope=SCOPE)
         if node.name in self.dcs_cut:
             dcs.available = False
@@ -142,15 +144,25 @@ class Simulation:
             if on_step is not None:
                 on_step(self)
 
+    def run_until(self, done: Callable[[], bool], seconds: float) -> bool:
+        """Step until ``done()`` holds (checked after each step) or ``seconds`` have passed."""
+        end = self.now + seconds
+        while self.now < end - 1e-9:
+            self.step()
+            if done():
+                return True
+        return False
+
     def step(self) -> None:
         self.now = round(self.now + DT, 6)
         for node in self.nodes.values():
             self._fencer(node)
         for node in self.nodes.values():
             self._manager(node)
-        self.world.replicate()
         if self.writes:
-            self.world.write(self.now)
+            self.world.write(self.now)  # replicates after the write
+        else:
+            self.world.replicate()
         self._check_step()
 
     def _fencer(self, node: Node) -> None:

@@ -128,15 +128,14 @@ class World:
             server.data = dataclasses.replace(theirs, was_primary=False) if theirs.was_primary else theirs
 
     def write(self, now: float) -> None:
-        """One write to every server that takes writes from the clients, then acknowledgement."""
+        """One write to every server that takes writes from the clients, then replication (always:
+        the streaming state is settled here too) and acknowledgement."""
         written: list[tuple[Server, Data]] = []
         for server in self.servers.values():
             if server.writable and server.name not in self.isolated and server.data is not None:
                 d = server.data
                 server.data = Data(d.sysid, d.timeline, d.lsn + 100, d.history, d.was_primary)
                 written.append((server, server.data))
-        if not written:
-            return
         self.replicate()
         for server, data in written:
             self.ledger.append(Write(server.name, data.timeline, data.lsn, self._acked(server, data), now))
