@@ -20,8 +20,10 @@ def decide(view: ClusterView | None, local: LocalState, cfg: HaSettings) -> list
     if retry.active(local.retry, local.now):
         assert local.retry is not None
         delay = min(retry.CAP, retry.BASE * 2 ** (local.retry.failures - 1))
-        return _hold(acts, a.JOB_ACTIONS, f"backing off {delay:.0f}s after {local.retry.failures} failed "
-                                          f"attempt(s) (last: {local.retry.job})")
+        # After a failed promotion, no new one either (nor a leader race to win for it).
+        kinds = (*a.JOB_ACTIONS, *a.TAKEOVER_ACTIONS) if local.retry.job == "promote" else a.JOB_ACTIONS
+        return _hold(acts, kinds, f"backing off {delay:.0f}s after {local.retry.failures} failed "
+                                  f"attempt(s) (last: {local.retry.job})")
     return acts
 
 
@@ -224,6 +226,11 @@ def _as_leader(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[a.
     if local.role is not Role.PRIMARY:
         if cfg.pause:
             return [*acts, a.Wait("paused: holding the lock as a replica, not promoting")]
+        if _start_timed_out(local, cfg):
+            # Up read-only after every restart, dying at every promotion (a full pg_wal): a
+            # replica that can run as primary takes over.
+            return [a.ReleaseLeader(f"PostgreSQL did not run as primary within primary_start_timeout "
+                                    f"({cfg.primary_start_timeout}s): let a replica take over")]
         strict = cfg.synchronous_mode and cfg.synchronous_mode_strict
         return [*acts, a.Promote("holding the leader key while running as a replica", strict_sync=strict,
                                  history=view.history, keep_history=cfg.max_timelines_history,

@@ -101,6 +101,8 @@ TABLE: tuple[Transition, ...] = (
       for src in _REPLICAS),
     *(Transition(src, a.Follow, src, "point primary_conninfo at the leader (or replicatefrom)")
       for src in _REPLICAS),
+    *(Transition(src, a.ReleaseLeader, src, "holding the key read-only: no promotion succeeded within "
+                 "primary_start_timeout") for src in _REPLICAS),
     *(Transition(src, a.RestartPostgres, S.STARTING, "POST /restart or a scheduled restart") for src in _REPLICAS),
     *(Transition(src, a.Reinitialize, S.RECLONING, "POST /reinitialize, or a rewind that did not fix the fork")
       for src in _REPLICAS),

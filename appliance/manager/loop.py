@@ -192,7 +192,7 @@ class Manager:
                           result.detail)
         job = self.jobs.running
         memory = self.memory
-        result = memory.after_job(result, view, status, job, now)
+        result = memory.after_job(result, view, status, job, now, self.name)
         memory.track(view, self.name, status, job, now)
         local_cfg = self.effective.local
         primary = status.queryable and status.role == Role.PRIMARY
@@ -254,7 +254,9 @@ class Manager:
             actions = [act for act, _ in self._serve(plan.requests)]
         else:
             actions = list(plan.actions)
-            self.executor.run(actions)
+            for act, ok in self.executor.run(actions):
+                if isinstance(act, a.Promote):
+                    self.memory.after_promote(ok, self.clock())
         self._note_transition(plan.step)
         self.last_view, self.last_status = view, status
         self.last_loop_seconds = self.clock() - started

@@ -28,9 +28,10 @@ class Memory:
         self.member_seen: dict[str, float] = {}  # when each member key was last seen (member_slots_ttl)
 
     def track(self, view: ClusterView | None, name: str, status: PgStatus, job: str | None, now: float) -> None:
-        # primary_start_timeout counts while the lock is held with PostgreSQL not answering, also
-        # while a start or restart job tries to bring it back.
-        if view is not None and view.leader_name == name and not status.queryable \
+        # primary_start_timeout counts while the lock is held with PostgreSQL not running as the
+        # primary (down, or up read-only while each promotion fails), also while a start or restart
+        # job tries to bring it back.
+        if view is not None and view.leader_name == name and not _runs_as_primary(status) \
                 and (job is None or job in ("start", "restart")):
             self.pg_down_since = self.pg_down_since if self.pg_down_since is not None else now
         else:
@@ -42,22 +43,33 @@ class Memory:
         else:
             self.not_streaming_since = None
 
+    def after_promote(self, ok: bool, now: float) -> None:
+        """A promotion that failed (the server died or did not finish) is one more failed attempt."""
+        if ok:
+            return
+        self.retry = retry.after_failure(self.retry, "promote", now)
+        self.events.emit("retry", f"promote failed: no new job for {self.retry.until - now:.0f}s",
+                         level=logging.WARNING, job="promote", failures=self.retry.failures)
+
     def after_job(self, result: JobResult | None, view: ClusterView | None, status: PgStatus, job: str | None,
-                  now: float) -> JobResult | None:
+                  now: float, name: str = "") -> JobResult | None:
         """Back off after a job that failed or left PostgreSQL down; remember a successful rewind.
         Returns the job result decide() sees: a failed rewind stays until another job starts."""
         if status.queryable and status.replication_state == ReplicationState.STREAMING:
             self.rewound_from = None
         if result is not None:
-            self._note(result, view, status, now)
+            self._note(result, view, status, now, holder=view is not None and view.leader_name == name)
         if job is not None:
             self.failed = None
         elif result is None and self.failed is not None:
             return self.failed  # "re-clone" once the back-off is over
         return result
 
-    def _note(self, result: JobResult, view: ClusterView | None, status: PgStatus, now: float) -> None:
-        if result.ok and status.queryable:
+    def _note(self, result: JobResult, view: ClusterView | None, status: PgStatus, now: float,
+              holder: bool = False) -> None:
+        if result.ok and status.queryable and holder and not _runs_as_primary(status):
+            pass  # up read-only under our key: the promotion that follows decides (after_promote)
+        elif result.ok and status.queryable:
             self.failed = None
             if self.retry is not None:
                 self.events.emit("retry", f"{result.job} succeeded: back-off cleared")
@@ -122,3 +134,7 @@ class PgMemory:
     def config_stale(self, parameters: Mapping[str, Any], hba: tuple[str, ...] | None) -> bool:
         """The effective parameters or pg_hba lines differ from what was written last."""
         return (self.written is not None and self.written != dict(parameters)) or self.hba_written != hba
+
+
+def _runs_as_primary(status: PgStatus) -> bool:
+    return status.queryable and status.role == Role.PRIMARY

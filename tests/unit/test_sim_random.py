@@ -124,10 +124,12 @@ class FaultSchedule(RuleBasedStateMachine):
         self.sim.hang_postgres(name, hung)
         self.sim.run(seconds)
 
-    @rule(name=node, broken=st.booleans(), seconds=pause)
-    def disk_full(self, name: str, broken: bool, seconds: float) -> None:
-        """PostgreSQL cannot start on this node (a full pg_wal): killed now, every start fails."""
-        self.sim.world.servers[name].fail_start = broken
+    @rule(name=node, broken=st.sampled_from([None, "start", "promote"]), seconds=pause)
+    def disk_full(self, name: str, broken: str | None, seconds: float) -> None:
+        """A full pg_wal on this node: killed now, and then every start fails ("start"), or it
+        starts read-only but dies at every promotion or start as primary ("promote"); None: freed."""
+        server = self.sim.world.servers[name]
+        server.fail_start, server.fail_promote = broken == "start", broken == "promote"
         if broken:
             self.sim.kill_postgres(name)
         self.sim.run(seconds)

@@ -143,6 +143,36 @@ def test_primary_that_cannot_start_hands_over_after_primary_start_timeout(tmp_pa
     _heals(sim)
 
 
+def test_a_leader_whose_every_promotion_dies_backs_off_and_hands_over(tmp_path: Path) -> None:
+    """Found by the chaos run on real processes (a full pg_wal): the winner of a leader race comes
+    up read-only after each crash and dies at each promotion. It used to hold the key forever,
+    restarting and promoting every 2 s: the start "succeeded", which reset primary_start_timeout's
+    clock and the back-off. Now the key goes to the replica that can run as primary."""
+    sim = Simulation(tmp_path, dynamic={"primary_start_timeout": 10})
+    sim.run(15)
+    old = _primary(sim)
+    replicas = [n for n in sim.nodes if n != old]
+    for name in replicas:
+        sim.world.servers[name].fail_promote = True
+    sim.crash(old)
+    sim.run(8)
+    broken = sim.leader()
+    assert broken in replicas, f"the leader is {broken}"
+    assert sim.world.writable() == []
+    (healthy,) = [n for n in replicas if n != broken]
+    sim.world.servers[healthy].fail_promote = False
+    sim.run(25)
+    assert _primary(sim) == healthy
+    assert sim.world.writable() == [healthy]
+    manager = sim.nodes[broken].manager
+    assert manager is not None
+    failed = [e for e in manager.events.recent() if e["kind"] == "retry" and e.get("job") == "promote"]
+    assert 2 <= len(failed) <= 5, f"{len(failed)} failed promotions in 33 s: no back-off"
+    assert sim.verdicts.violations == []
+    sim.world.servers[broken].fail_promote = False
+    _heals(sim)
+
+
 def test_lagging_replica_is_not_promoted_past_maximum_lag(tmp_path: Path) -> None:
     sim = Simulation(tmp_path, dynamic={"maximum_lag_on_failover": 1000})
     sim.run(15)

@@ -174,6 +174,9 @@ class SimPgOps:
         s = self.server
         if not s.answers or not s.in_recovery or s.data is None:
             return False
+        if s.fail_promote:
+            s.stop()  # PANIC: the standby.signal stays, the next start is read-only again
+            return False
         self.on_promote(self.name)
         if strict_sync:
             s.ssn = STRICT_PLACEHOLDER
@@ -197,7 +200,7 @@ class SimPgOps:
         s = self.server
         if s.data is None or s.incomplete:
             return False, "no data directory"
-        if s.fail_start:
+        if s.fail_start or (primary and s.fail_promote):
             return False, "PostgreSQL did not accept connections; see its log"
         s.running, s.in_recovery = True, not primary
         s.upstream = upstream.name if (upstream is not None and not primary) else None

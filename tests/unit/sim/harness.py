@@ -328,7 +328,7 @@ class Simulation:
             self.isolate(name, False)
             self.pause_node(name, False)
             self.hang_postgres(name, False)
-            self.world.servers[name].fail_start = False
+            self.world.servers[name].fail_start = self.world.servers[name].fail_promote = False
             self.nodes[name].frozen_until = None
             self.boot(name)
 

@@ -57,6 +57,9 @@ class Server:
     hung: bool = False  # the postmaster runs but answers nothing
     frozen: bool = False  # the whole node is paused (docker pause): nothing answers, nothing is written
     fail_start: bool = False  # PostgreSQL cannot start (e.g. a full disk)
+    # A full pg_wal with a server that replays: it starts read-only, but dies writing the end of
+    # recovery (a promotion, or a start as primary).
+    fail_promote: bool = False
     ssn: str = ""  # synchronous_standby_names in its configuration
     slots: frozenset[str] = frozenset()
 
