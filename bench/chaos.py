@@ -4,11 +4,12 @@
 
 Faults: kill of a whole node (then start), SIGSTOP of a manager (8-20 s), kill -9 of a postmaster,
 SIGSTOP (5-20 s) or kill -9 of an etcd member (the etcd leader among them), kill -9 of a REST API,
-a timing change (ttl/loop_wait/retry_timeout) mid-flight, and a switchover. The primary is the
+a timing change (ttl/loop_wait/retry_timeout) mid-flight, a switchover, and a full pg_wal (each
+node's pg_wal is moved onto a small tmpfs of its own at the start; the fault fills it for 15-40 s;
+a node re-cloned since has a plain pg_wal again and the fault is skipped there). The primary is the
 target of most of them. Reported as JSON: faults injected, acknowledged writes lost (must be 0 in
 strict mode), seconds with two writable nodes (must be 0), the longest write gap per fault kind
-and the failovers that no fault asked for. Not covered: disk full (needs a small pg_wal
-filesystem per node; tests/integration/test_no_stuck.py covers a primary that cannot start).
+and the failovers that no fault asked for.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from appliance.demo.cluster import DemoCluster
@@ -41,10 +43,11 @@ from tests.integration.ha_helpers import (
     wait_until,
     writable_poller,
 )
+from tests.support.walfs import fill, move_wal_to_tmpfs, wal_mounts, wal_on
 
 PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
 # Faults after which the leader may change; any other fault that moves the leader is a false failover.
-MAY_FAIL_OVER = {"node_kill", "manager_stop", "switchover"}
+MAY_FAIL_OVER = {"node_kill", "manager_stop", "switchover", "disk_full"}
 TIMINGS = ({"ttl": 5, "loop_wait": 1, "retry_timeout": 2}, {"ttl": 8, "loop_wait": 2, "retry_timeout": 3},
            {"ttl": 6, "loop_wait": 1, "retry_timeout": 2})
 
@@ -68,6 +71,7 @@ class ChaosRun:
     rng: random.Random
     interval: tuple[float, float] = (20.0, 60.0)
     faults: list[Fault] = field(default_factory=list)
+    wal_mounts: dict[str, Path] = field(default_factory=dict)  # node -> the tmpfs its pg_wal is on
 
     def program_pid(self, node: str, program: str) -> int | None:
         return program_pid(self.cluster, node, program)
@@ -146,7 +150,22 @@ class ChaosRun:
             answer = request(f"https://{c.layout.host(primary)}:8008/switchover", c.api_client(), method="POST",
                              body={"leader": primary, "candidate": candidate}, timeout=60)
             fault.note = f"{answer.status}"
+        elif kind == "disk_full":
+            self.disk_full(fault)
         return fault
+
+    def disk_full(self, fault: Fault) -> None:
+        mount = self.wal_mounts.get(fault.target)
+        if mount is None or not wal_on(self.cluster, fault.target, mount):
+            fault.note = "skipped: pg_wal not on its tmpfs (re-cloned)"
+            return
+        seconds = self.rng.uniform(15, 40)
+        fault.note = f"{seconds:.0f}s"
+        filler = fill(mount, leave_mb=4)
+        try:
+            time.sleep(seconds)
+        finally:
+            filler.unlink()
 
     def heal(self, fault: Fault, timeout: float = 180.0) -> None:
         leader = wait_until("a healthy cluster", lambda: healthy(self.cluster), timeout, interval=0.5)
@@ -167,7 +186,7 @@ class ChaosRun:
 
 
 ALL_FAULTS = ("node_kill", "manager_stop", "postmaster_kill", "etcd_stop", "etcd_kill", "api_kill",
-              "config_change", "switchover")
+              "config_change", "switchover", "disk_full")
 
 
 class PgbenchLoad:
@@ -223,15 +242,23 @@ def summary(run: ChaosRun, ledger: Ledger, poll: WritablePoller, lost: list[int]
 
 
 def chaos(cluster: DemoCluster, seconds: float, mode: str, seed: int, interval: tuple[float, float],
-          kinds: tuple[str, ...] = ALL_FAULTS, pgbench: bool = True) -> dict[str, Any]:
-    """Run the chaos schedule on ``cluster`` (a ledger table is created) and return the summary."""
+          kinds: tuple[str, ...] = ALL_FAULTS, pgbench: bool = True,
+          mounts: dict[str, Path] | None = None) -> dict[str, Any]:
+    """Run the chaos schedule on ``cluster`` (a ledger table is created) and return the summary.
+    ``mounts``: a mount point per node for its pg_wal tmpfs (the caller unmounts them once the
+    cluster is down); without them there is no disk_full fault."""
+    if mounts:
+        move_wal_to_tmpfs(cluster, mounts)
+        wait_until("a healthy cluster, pg_wal on tmpfs", lambda: healthy(cluster), 180, interval=0.5)
+    else:
+        kinds = tuple(k for k in kinds if k != "disk_full")
     sql(cluster.dsn("primary"), "CREATE TABLE IF NOT EXISTS ledger(id bigint PRIMARY KEY)")
     strict = mode == "strict"
     patch_config(cluster, {"synchronous_mode": strict, "synchronous_mode_strict": strict})
     if strict:
         wait_until("a synchronous standby", lambda: (v := read_view(cluster)).sync is not None
                    and bool(v.sync.sync_standby), 60)
-    run = ChaosRun(cluster, random.Random(seed), interval)
+    run = ChaosRun(cluster, random.Random(seed), interval, wal_mounts=dict(mounts or {}))
     poll = writable_poller(cluster)
     load = PgbenchLoad(cluster.dsn("primary")) if pgbench else None
     with poll, Ledger(cluster.dsn("primary"), start=10_000_000) as ledger:
@@ -260,8 +287,10 @@ def main() -> None:
     parser.add_argument("--min-interval", type=float, default=20)
     parser.add_argument("--max-interval", type=float, default=60)
     args = parser.parse_args()
-    with fresh_cluster() as cluster:
-        doc = chaos(cluster, args.minutes * 60, args.mode, args.seed, (args.min_interval, args.max_interval))
+    # The mounts outlive the cluster: unmounted only once its PostgreSQL servers are down.
+    with wal_mounts(["node1", "node2", "node3"]) as mounts, fresh_cluster() as cluster:
+        doc = chaos(cluster, args.minutes * 60, args.mode, args.seed, (args.min_interval, args.max_interval),
+                    mounts={n: mounts[n] for n in cluster.nodes})
     print(json.dumps(doc))
 
 

@@ -5,13 +5,7 @@ two-primaries poller, in strict synchronous mode: no acknowledged write is lost.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
-import pwd
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,7 +18,6 @@ from appliance.net.http import request
 from tests.integration.ha_helpers import (
     EventCollector,
     Ledger,
-    api_get,
     healthy,
     lost_writes,
     patch_config,
@@ -34,45 +27,11 @@ from tests.integration.ha_helpers import (
     writable_poller,
 )
 from tests.support.cluster import demo_cluster
+from tests.support.walfs import fill, move_wal_to_tmpfs, wal_mounts, wal_on
 
 pytestmark = pytest.mark.integration
 
 START_TIMEOUT = 10
-WAL_FS_MB = 320  # room for wal_keep_size (128MB) and max_wal_size's recycled segments
-PG_BIN = "/usr/lib/postgresql/15/bin"
-
-
-def _as_postgres(*argv: str) -> None:
-    subprocess.run(["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True, timeout=120)
-
-
-def _move_wal_to_tmpfs(cluster: DemoCluster, node: str, mount: Path) -> None:
-    """With the cluster paused, stop the node's PostgreSQL, put pg_wal on the tmpfs, and let it start again."""
-    patch_config(cluster, {"pause": True})
-    wait_until("every node paused", lambda: all(api_get(cluster, n, "/patroni").get("pause") for n in cluster.nodes),
-               30)
-    data = cluster.layout.data_dir(node)
-    _as_postgres(f"{PG_BIN}/pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={WAL_FS_MB}m,mode=0700", "tmpfs", str(mount)], check=True)
-    shutil.chown(mount, "postgres", "postgres")
-    subprocess.run(["cp", "-a", f"{data / 'pg_wal'}/.", str(mount)], check=True)
-    shutil.rmtree(data / "pg_wal")
-    os.symlink(mount, data / "pg_wal")
-    owner = pwd.getpwnam("postgres")
-    os.lchown(data / "pg_wal", owner.pw_uid, owner.pw_gid)
-    patch_config(cluster, {"pause": False})
-
-
-def _fill(mount: Path, leave_mb: int) -> Path:
-    """A filler file that leaves ``leave_mb`` MB free on the tmpfs."""
-    free = shutil.disk_usage(mount).free
-    filler = mount / "filler"
-    size = max(0, free - leave_mb * 1024 * 1024)
-    with open(filler, "wb") as fh:
-        chunk = b"\0" * (1 << 20)
-        for _ in range(size >> 20):
-            fh.write(chunk)
-    return filler
 
 
 class WalFlood:
@@ -102,14 +61,8 @@ class WalFlood:
 
 
 def test_a_full_pg_wal_hands_the_primary_over_and_the_node_rejoins() -> None:
-    mount = Path(tempfile.mkdtemp(prefix="pgwal-", dir="/var/tmp"))
-    try:
-        with demo_cluster(timeout=240) as cluster:
-            _scenario(cluster, mount)
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            subprocess.run(["umount", str(mount)], check=True, capture_output=True)
-        shutil.rmtree(mount, ignore_errors=True)
+    with wal_mounts(["full"]) as mounts, demo_cluster(timeout=240) as cluster:
+        _scenario(cluster, mounts["full"])
 
 
 def _scenario(cluster: DemoCluster, mount: Path) -> None:
@@ -118,9 +71,9 @@ def _scenario(cluster: DemoCluster, mount: Path) -> None:
     patch_config(cluster, {"primary_start_timeout": START_TIMEOUT})
     first = wait_until("a healthy cluster", lambda: healthy(cluster), 120)
     full = next(n for n in cluster.nodes if n != first)
-    _move_wal_to_tmpfs(cluster, full, mount)
+    move_wal_to_tmpfs(cluster, {full: mount})
     wait_until(f"{full} streaming again", lambda: healthy(cluster), 120)
-    assert (cluster.layout.data_dir(full) / "pg_wal").is_symlink()
+    assert wal_on(cluster, full, mount)
     # Make the node with the small pg_wal the primary.
     dcs_leader = read_view(cluster).leader_name
     answer = wait_until(f"the switchover to {full} accepted", lambda: (r := request(
@@ -134,7 +87,7 @@ def _scenario(cluster: DemoCluster, mount: Path) -> None:
     with writable_poller(cluster) as poll, EventCollector(cluster) as events, \
             Ledger(cluster.dsn("primary"), start=1) as ledger:
         wait_until("acknowledged writes", lambda: len(ledger.acked) > 20, 30)
-        filler = _fill(mount, leave_mb=40)
+        filler = fill(mount, leave_mb=40)
         filled_at = time.time()
         with WalFlood(cluster.dsn("primary")):
             new = wait_until("another leader", lambda: (v := read_view(cluster).leader_name) != full and v,
