@@ -26,6 +26,7 @@ from tests.integration.ha_helpers import (
     program_pid,
     read_view,
     sql,
+    try_write,
     wait_until,
     writable_poller,
 )
@@ -124,3 +125,31 @@ def test_a_crash_right_after_a_resume_fails_over_as_fast_as_without_a_pause(clus
     print(f"read-write elsewhere after the freeze and crash: {plain:.2f}s without a pause, "
           f"{resumed:.2f}s right after a resume")
     assert resumed < plain + 1.0  # loopback: a crashed node's API refuses at once
+
+
+def test_an_etcd_outage_during_maintenance_touches_nothing(cluster: DemoCluster) -> None:
+    """Paused, a primary cut off from the DCS keeps running while the other members answer it (it
+    demotes only when none does: then it cannot know whether the pause still holds)."""
+    old = wait_until("a healthy cluster", lambda: healthy(cluster), 120)
+    ttl = float((read_view(cluster).config or {}).get("ttl", 5))
+    patch_config(cluster, {"pause": True})
+    try:
+        wait_until(f"{old}'s fencer disarmed by the pause", lambda: _order_paused(cluster, old), 30)
+        for node in cluster.nodes:
+            res = cluster.supervisorctl(node, "stop", "etcd")
+            assert res.returncode == 0, res.stdout + res.stderr
+        try:
+            t0, n, failed = time.monotonic(), 3_000_000, []
+            while time.monotonic() - t0 < 4 * ttl:
+                if not try_write(cluster.node_dsn(old), n):
+                    failed.append(round(time.monotonic() - t0, 1))
+                n += 1
+                time.sleep(0.2)
+            assert not failed, f"writes to the paused primary failed during the etcd outage at {failed[:5]}s"
+        finally:
+            for node in cluster.nodes:
+                cluster.supervisorctl(node, "start", "etcd")
+        assert wait_until("the DCS back", lambda: read_view(cluster).config is not None, 60)
+    finally:
+        patch_config(cluster, {"pause": False})
+    assert wait_until("one primary and two streaming replicas", lambda: healthy(cluster), 120) == old
