@@ -8,8 +8,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Collection
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from appliance.channel.intents import take_all
 from appliance.channel.local import LocalChannels
@@ -24,7 +24,7 @@ from appliance.core.election import replication_problem
 from appliance.core.intents import IntentRequest, IntentRound, ScheduledRestart
 from appliance.core.model import ClusterView, Member, Role
 from appliance.core.plan import plan_tick
-from appliance.core.state import HaSettings, JobResult, LocalState, PeerStatus
+from appliance.core.state import HaSettings, JobResult, LocalState
 from appliance.core.timing import safe_loop_wait
 from appliance.dcs.base import DCS, DCSError
 from appliance.fence.order import WatchdogSettings, boottime
@@ -34,7 +34,7 @@ from appliance.manager.executor import Executor
 from appliance.manager.fencing import FencingStatus, LeaseKeeper
 from appliance.manager.jobs import JobRunner
 from appliance.manager.memory import Memory
-from appliance.manager.peers import fetch_peers
+from appliance.manager.peers import PeerFetcher, fetch_peers
 from appliance.manager.pgops import PgOps
 from appliance.manager.publish import member_value, state_doc
 from appliance.manager.settings import api_url, ha_settings, hba_lines
@@ -43,13 +43,6 @@ from appliance.postgres.status import PgStatus
 from appliance.postgres.validate import check_dynamic
 
 log = logging.getLogger(__name__)
-
-
-class PeerFetcher(Protocol):
-    """GET /patroni of each member (``quick``: the names asked with a short timeout)."""
-
-    def __call__(self, members: list[Member], *, quick: Collection[str] = ()) -> tuple[PeerStatus, ...]: ...
-
 
 DynamicCheck = Callable[[dict[str, Any], LocalConfig, str], list[Problem]]
 

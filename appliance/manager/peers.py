@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from appliance.core.model import Member, PgState
 from appliance.core.state import PeerStatus
@@ -12,10 +12,17 @@ from appliance.core.tags import Tags
 from appliance.net.http import Client, request
 
 PEER_TIMEOUT = 2.0  # Patroni's healthiest-node probe timeout
-# The last leader, gone from the DCS, asked during a leader race whether it still accepts writes:
-# mostly a crashed node, so its probe must not add seconds to the failover. An API that cannot
-# answer within it counts as not writable.
+# For the last leader, gone from the DCS, asked during a leader race whether it still accepts writes
+# (mostly a crashed node: its probe must not add seconds to the failover; an API that cannot answer
+# within it counts as not writable), and for the members a paused primary without the DCS asks (an
+# isolated one must demote before its lease can run out, after a DCS attempt of up to retry_timeout).
 QUICK_TIMEOUT = 0.5
+
+
+class PeerFetcher(Protocol):
+    """GET /patroni of each member (``quick``: the names asked with QUICK_TIMEOUT)."""
+
+    def __call__(self, members: list[Member], *, quick: Collection[str] = ()) -> tuple[PeerStatus, ...]: ...
 
 
 def wal_position(doc: dict[str, Any]) -> int | None:
