@@ -30,7 +30,8 @@ def create_app(run_dir: str | None = None, *, reader: StateReader | None = None,
                local: LocalConfig | None = None, sleep: Callable[[float], None] = time.sleep,
                wall: Callable[[], float] = time.time, probe: Probe | None = None,
                restart_wait: float = 120.0, pickup_wait: float = 15.0,
-               policy: PolicySource | None = None, check_config: ConfigCheck | None = None) -> Flask:
+               policy: PolicySource | None = None, check_config: ConfigCheck | None = None,
+               pg_writable: Callable[[], bool] | None = None) -> Flask:
     """Build the app. The state comes from ``<run_dir>/state.json`` unless a reader is injected.
 
     ``dcs`` (reads, the failover and config keys; never a lease) enables switchover, failover and
@@ -39,7 +40,9 @@ def create_app(run_dir: str | None = None, *, reader: StateReader | None = None,
     ``probe`` asks a candidate's own /patroni during a switchover feasibility check; ``policy``
     gives the current access rules when they may change while serving (else from ``local``);
     ``check_config`` checks the PostgreSQL parameters and pg_hba of a config change with this node's
-    PostgreSQL before anything is written.
+    PostgreSQL before anything is written. ``pg_writable`` looks at this node's PostgreSQL the way the
+    fencer does (a live postmaster, no standby.signal): /patroni reports it while the manager's state is
+    stale, so that a leader race elsewhere does not promote beside a server that still accepts writes.
     """
     if reader is None:
         if run_dir is None:
@@ -59,7 +62,7 @@ def create_app(run_dir: str | None = None, *, reader: StateReader | None = None,
         install(app, fixed, lambda: _member_urls(ctx))
     else:
         install(app, policy, lambda: _member_urls(ctx))
-    _register_status(app, reader, clock)
+    _register_status(app, reader, clock, pg_writable)
     config_routes.register(app, ctx)
     control.register(app, ctx)
     register_metrics(app, reader, clock, wall=wall)
@@ -125,7 +128,8 @@ def _patroni_body(doc: StateDoc | None) -> dict[str, Any]:
     return dict(doc.get("patroni_doc") or {"state": PgState.UNKNOWN, "role": Role.UNINITIALIZED})
 
 
-def _register_status(app: Flask, reader: StateReader, clock: Callable[[], float]) -> None:
+def _register_status(app: Flask, reader: StateReader, clock: Callable[[], float],
+                     pg_writable: Callable[[], bool] | None) -> None:
     @app.get("/patroni")
     def patroni() -> Response:
         doc = reader()
@@ -134,6 +138,10 @@ def _register_status(app: Flask, reader: StateReader, clock: Callable[[], float]
         if why:
             body["state"] = PgState.UNKNOWN
             body["reason"] = why
+            if pg_writable is not None:
+                # What the fencer sees: a leader race elsewhere must not promote beside a server
+                # that a paused lease order leaves unfenced (its manager froze before a resume).
+                body["postgres_writable"] = pg_writable()
         return jsonify(body)
 
     @app.get("/cluster")

@@ -275,7 +275,9 @@ def _schemas() -> dict[str, Any]:
         **config_schemas(),
         "PatroniStatus": {"type": "object", "additionalProperties": True, "properties": {
             "state": string, "role": string, "reason": string, "pending_restart": boolean,
-            "pause": boolean, "patroni": {"type": "object"}}},
+            "pause": boolean, "patroni": {"type": "object"},
+            # Beyond Patroni, only while the manager's state is stale: the fencer's sight of PostgreSQL.
+            "postgres_writable": boolean}},
     }
 
 

@@ -90,14 +90,27 @@ def _job_running(view: ClusterView | None, local: LocalState, cfg: HaSettings) -
 def _dcs_unreachable(local: LocalState, cfg: HaSettings) -> list[a.Action]:
     if not (local.running and local.role is Role.PRIMARY):
         return [a.Wait("DCS unreachable: keep replicating, never promote")]
-    if cfg.pause:
-        return [a.Wait("DCS unreachable while paused: keep running")]
     if local.lease_ok_at is not None and local.now - local.lease_ok_at < cfg.retry_timeout:
         return [a.Wait("DCS unreachable for less than retry_timeout: keep running")]
+    if cfg.pause:
+        return _paused_without_dcs(local)
     if cfg.failsafe_mode and local.failsafe_ok:
         return [a.Wait("DCS unreachable, failsafe: every member in /failsafe confirmed us: keep running")]
     return [a.Demote("DCS unreachable for longer than retry_timeout: stop accepting writes before "
                      "the leader lease can expire elsewhere", mode=a.DemoteMode.IMMEDIATE, release=False)]
+
+
+def _paused_without_dcs(local: LocalState) -> list[a.Action]:
+    """Paused, the fencer obeys a paused order: nothing fences this primary if the cluster was resumed
+    meanwhile and another node promotes once our lease ran out. A member that answers us can ask us
+    too (and hears that we run as primary, so it does not promote); when none does, we cannot know
+    whether the pause still holds."""
+    answering = [p.name for p in local.peers if p.reachable]
+    if answering or not local.peers:
+        who = ", ".join(answering) or "no other member known"
+        return [a.Wait(f"DCS unreachable while paused: keep running ({who})")]
+    return [a.Demote("paused, but neither the DCS nor any member answers: a resume we cannot see would let "
+                     "another node promote once our lease runs out", mode=a.DemoteMode.IMMEDIATE, release=False)]
 
 
 def _job_failed(view: ClusterView, local: LocalState) -> list[a.Action] | None:

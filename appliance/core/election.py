@@ -5,7 +5,7 @@ from __future__ import annotations
 from appliance.core.candidates import sync_problem, tag_problem
 from appliance.core.failover_key import scheduled_epoch
 from appliance.core.model import ClusterView, PgState, Role
-from appliance.core.probes import runs_as_primary
+from appliance.core.probes import accepts_writes
 from appliance.core.state import HaSettings, LocalState, PeerStatus
 from appliance.core.timelines import forked_elsewhere, replica_problem
 from appliance.core.wal import wal_lag
@@ -104,8 +104,11 @@ def _candidate_can_promote(view: ClusterView, peers: tuple[PeerStatus, ...], nam
 def _peer_beats_us(peer: PeerStatus, view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
     if peer.name == local.name or not peer.reachable:
         return None
-    if runs_as_primary(peer):
-        return f"{peer.name} is still running as primary"
+    writable = accepts_writes(peer)
+    if writable:
+        return writable
+    if view.member(peer.name) is None:
+        return None  # the last leader, gone from the DCS: asked only whether it still accepts writes
     fo = view.failover
     if fo is not None and fo.leader == peer.name and switchover_due(view, local):
         return None  # the switchover is away from it: it takes over only when nobody else can

@@ -1,21 +1,56 @@
-"""Which peers the loop asks before deciding (pure): every member during a leader race, the leader
-when our replication stalls; and whether an answer says "running as primary"."""
+"""Which peers the loop asks before deciding (pure): every member during a leader race (and the last
+leader, gone from the DCS, when its fencer may be disarmed), the leader when our replication stalls;
+and what an answer says: running as primary, or still accepting writes."""
 
 from __future__ import annotations
 
-from appliance.core.model import ClusterView, ReplicationState, Role
-from appliance.core.state import LocalState, PeerStatus
+from appliance.core.model import ClusterView, Member, ReplicationState, Role
+from appliance.core.state import LastLeader, LocalState, PeerStatus
+
+
+def _may_race(view: ClusterView | None, local: LocalState) -> bool:
+    """The leader key is free, we could race for it, and no manual failover already names us (then
+    the API checked the candidate)."""
+    if view is None or view.leader is not None or not local.running or local.job is not None:
+        return False
+    fo = view.failover
+    return not (fo is not None and fo.member == local.name and not fo.scheduled_at)
 
 
 def probe_peers(view: ClusterView | None, local: LocalState) -> tuple[str, ...]:
-    """The members to ask for their WAL position: the leader key is free, we could race for it,
-    and no manual failover already names us (then the API checked the candidate)."""
-    if view is None or view.leader is not None or not local.running or local.job is not None:
-        return ()
-    fo = view.failover
-    if fo is not None and fo.member == local.name and not fo.scheduled_at:
+    """The members to ask for their WAL position during a leader race."""
+    if view is None or not _may_race(view, local):
         return ()
     return tuple(m.name for m in view.members if m.name != local.name)
+
+
+def fencer_may_be_disarmed(last: LastLeader) -> bool:
+    """The last leader's fencer may obey a paused lease order, which no lease expiry ends: its last
+    member value said "pause", or it had not published since the dynamic config last changed (it may
+    have read a pause and frozen before announcing it). Otherwise its order was armed: it stopped
+    accepting writes before its lease could expire, and there is nothing to ask."""
+    return bool(last.member.extra.get("pause")) or last.member.mod_revision < last.config_revision
+
+
+def probe_last_leader(view: ClusterView | None, local: LocalState) -> Member | None:
+    """The last leader to ask, during a leader race, whether its PostgreSQL still accepts writes: its
+    key and member key are gone (a lease ran out) and its fencer may be disarmed. A resume that its
+    manager never saw (frozen, starved) leaves a writable server behind; an unreachable node counts as
+    not writable (crashed, or partitioned with an armed order)."""
+    last = local.last_leader
+    if view is None or last is None or not _may_race(view, local):
+        return None
+    member = last.member
+    if member.name == local.name or view.member(member.name) is not None or not member.api_url:
+        return None
+    return member if fencer_may_be_disarmed(last) else None
+
+
+def probe_cut_off(view: ClusterView | None, local: LocalState, paused: bool) -> bool:
+    """While paused, a primary that cannot read the DCS asks the members of its last read whether they
+    answer: one that does can ask it too, and hears that it runs as primary (nobody promotes beside
+    it); if none does, a resume it cannot see would let another node promote once its lease ran out."""
+    return view is None and paused and local.running and local.role is Role.PRIMARY
 
 
 def probe_leader(view: ClusterView | None, local: LocalState) -> str | None:
@@ -31,3 +66,13 @@ def probe_leader(view: ClusterView | None, local: LocalState) -> str | None:
 def runs_as_primary(answer: PeerStatus) -> bool:
     """The peer answered that its PostgreSQL runs as primary (or Patroni's legacy "master")."""
     return answer.reachable and answer.running and answer.role in (Role.PRIMARY, Role.MASTER)
+
+
+def accepts_writes(answer: PeerStatus) -> str | None:
+    """Why the peer's PostgreSQL may accept writes (then nobody else may promote), or None: it runs as
+    primary, or its manager's state is stale and its API sees a postmaster without standby.signal."""
+    if runs_as_primary(answer):
+        return f"{answer.name} is still running as primary"
+    if answer.reachable and answer.writable:
+        return f"{answer.name}'s PostgreSQL still accepts writes while its manager does not answer"
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from appliance.core.model import HistoryEntry, Role
+from appliance.core.model import HistoryEntry, Member, Role
 from appliance.core.tags import Tags
 
 
@@ -38,6 +38,19 @@ class PeerStatus:
     running: bool = False
     wal_position: int | None = None
     tags: Tags = field(default_factory=Tags)
+    # Only while the peer's manager state is stale: what its API sees of PostgreSQL itself (a live
+    # postmaster and no standby.signal, the fencer's sight). None: not reported.
+    writable: bool | None = None
+
+
+@dataclass(frozen=True)
+class LastLeader:
+    """The leader as this node saw it last, while its key was there: its members/<name> value and
+    the dynamic config's revision in the same read. Its leader key and member key share one lease and
+    vanish together, so this is all the leader race that follows knows about it."""
+
+    member: Member
+    config_revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,7 @@ class LocalState:
     peers: tuple[PeerStatus, ...] = ()
     pending_restart: bool = False  # PostgreSQL reports settings that need a restart
     leader_alive: bool | None = None  # the leader's API confirmed it runs as primary (None: not asked)
+    last_leader: LastLeader | None = None  # another node, the leader in our last read that had one
     fence_problem: str | None = None  # why nothing could fence this node if its manager froze
     stopping: bool = False  # the manager was told to stop: never take the lock or promote now
     retry: Retry | None = None  # the back-off after failed jobs

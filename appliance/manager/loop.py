@@ -25,7 +25,7 @@ from appliance.core.election import replication_problem
 from appliance.core.intents import IntentRequest, IntentRound, ScheduledRestart
 from appliance.core.model import ClusterView, Member, Role
 from appliance.core.plan import plan_tick
-from appliance.core.state import HaSettings, JobResult, LocalState, PeerStatus
+from appliance.core.state import HaSettings, JobResult, LocalState
 from appliance.core.timing import safe_loop_wait
 from appliance.dcs.base import DCS, DCSError
 from appliance.fence.order import WatchdogSettings, boottime
@@ -35,7 +35,7 @@ from appliance.manager.executor import Executor
 from appliance.manager.fencing import FencingStatus, LeaseKeeper
 from appliance.manager.jobs import JobRunner
 from appliance.manager.memory import Memory
-from appliance.manager.peers import fetch_peers
+from appliance.manager.peers import PeerFetcher, fetch_peers
 from appliance.manager.pgops import PgOps
 from appliance.manager.publish import member_value, state_doc
 from appliance.manager.settings import api_url, ha_settings, hba_lines
@@ -45,7 +45,6 @@ from appliance.postgres.validate import check_dynamic
 
 log = logging.getLogger(__name__)
 
-PeerFetcher = Callable[[list[Member]], tuple[PeerStatus, ...]]
 DynamicCheck = Callable[[dict[str, Any], LocalConfig, str], list[Problem]]
 
 
@@ -91,6 +90,7 @@ class Manager:
         self.replication_problem: str | None = None
         self.failsafe = failsafe.FailsafeKeeper(self.events, clock)
         self.last_view: ClusterView | None = None
+        self.known_members: tuple[Member, ...] = ()  # from the last DCS read that succeeded
         self.last_status: PgStatus | None = None
         self._pending_result: JobResult | None = None
         self.config_path: str | None = None
@@ -132,6 +132,7 @@ class Manager:
             self.events.emit("dcs_error", f"DCS unreachable: {exc}", level=logging.WARNING)
             return None
         self.dcs_last_seen = self.wall()
+        self.known_members = view.members
         if view.config is not None:
             self._apply_dynamic(view.config)
         wd = self.effective.local.watchdog
@@ -221,6 +222,7 @@ class Manager:
             history=self.ops.own_history(status.timeline) if status.queryable else (),
             rewound_from=memory.rewound_from, not_streaming_since=memory.not_streaming_since,
             retained=memory.retained(view, self.name, self.ha.member_slots_ttl, now),
+            last_leader=memory.last_leader,
             failsafe_ok=failsafe_ok, failsafe_leader=failsafe_leader,
         )
         local = self._probe(view, local)
@@ -230,8 +232,16 @@ class Manager:
     def _probe(self, view: ClusterView | None, local: LocalState) -> LocalState:
         """Ask the peers core.probes names (a leader race, a stalled replica) and add their answers."""
         names = probes.probe_peers(view, local)
-        if view is not None and names:
-            local = dataclasses.replace(local, peers=self.fetch_peers([m for m in view.members if m.name in names]))
+        asked = [m for m in view.members if m.name in names] if view is not None else []
+        last = probes.probe_last_leader(view, local)
+        if last is not None:
+            asked.append(last)
+        if asked:
+            quick = (last.name,) if last is not None else ()
+            local = dataclasses.replace(local, peers=self.fetch_peers(asked, quick=quick))
+        if probes.probe_cut_off(view, local, self.ha.pause):
+            others = [m for m in self.known_members if m.name != self.name]
+            local = dataclasses.replace(local, peers=self.fetch_peers(others, quick=[m.name for m in others]))
         leader = probes.probe_leader(view, local)
         member = view.member(leader) if view is not None and leader is not None else None
         if member is not None:

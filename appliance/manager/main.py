@@ -45,7 +45,8 @@ def build(config_path: str | None) -> Manager:
     control.write_passfile()  # clones and rewinds connect before any config file is written
     ops = PgOps(control, effective.postgresql_parameters)
     client = client_for(local)
-    manager = Manager(layers, dcs, ops, peers=lambda members: fetch_peers(members, client=client))
+    manager = Manager(layers, dcs, ops,
+                      peers=lambda members, quick=(): fetch_peers(members, client=client, quick=quick))
     manager.config_path = config_path
     return manager
 

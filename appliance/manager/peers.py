@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from appliance.core.model import Member, PgState
 from appliance.core.state import PeerStatus
 from appliance.core.tags import Tags
 from appliance.net.http import Client, request
+
+PEER_TIMEOUT = 2.0  # Patroni's healthiest-node probe timeout
+# For the last leader, gone from the DCS, asked during a leader race whether it still accepts writes
+# (mostly a crashed node: its probe must not add seconds to the failover; an API that cannot answer
+# within it counts as not writable), and for the members a paused primary without the DCS asks (an
+# isolated one must demote before its lease can run out, after a DCS attempt of up to retry_timeout).
+QUICK_TIMEOUT = 0.5
+
+
+class PeerFetcher(Protocol):
+    """GET /patroni of each member (``quick``: the names asked with QUICK_TIMEOUT)."""
+
+    def __call__(self, members: list[Member], *, quick: Collection[str] = ()) -> tuple[PeerStatus, ...]: ...
 
 
 def wal_position(doc: dict[str, Any]) -> int | None:
@@ -20,8 +34,10 @@ def wal_position(doc: dict[str, Any]) -> int | None:
 
 
 def parse_status(name: str, doc: dict[str, Any]) -> PeerStatus:
+    writable = doc.get("postgres_writable")  # only in the answer of an API whose manager state is stale
     return PeerStatus(name=name, reachable=True, role=doc.get("role"), running=doc.get("state") == PgState.RUNNING,
-                      wal_position=wal_position(doc), tags=Tags.from_json(doc.get("tags")))
+                      wal_position=wal_position(doc), tags=Tags.from_json(doc.get("tags")),
+                      writable=writable if isinstance(writable, bool) else None)
 
 
 def fetch_one(member: Member, timeout: float, client: Client | None = None) -> PeerStatus:
@@ -37,9 +53,12 @@ def fetch_one(member: Member, timeout: float, client: Client | None = None) -> P
     return parse_status(member.name, doc)
 
 
-def fetch_peers(members: list[Member], timeout: float = 2.0, client: Client | None = None) -> tuple[PeerStatus, ...]:
-    """Every member's status; unreachable ones come back with reachable=False."""
+def fetch_peers(members: list[Member], timeout: float = PEER_TIMEOUT, client: Client | None = None,
+                quick: Collection[str] = ()) -> tuple[PeerStatus, ...]:
+    """Every member's status; unreachable ones come back with reachable=False. Those named in
+    ``quick`` get QUICK_TIMEOUT (a node that may be down must not slow the race down)."""
     if not members:
         return ()
     with ThreadPoolExecutor(max_workers=min(8, len(members))) as pool:
-        return tuple(pool.map(lambda m: fetch_one(m, timeout, client), members))
+        return tuple(pool.map(lambda m: fetch_one(m, min(timeout, QUICK_TIMEOUT) if m.name in quick else timeout,
+                                                  client), members))

@@ -118,6 +118,19 @@ def test_patroni_endpoint_flags_stale_state() -> None:
     assert body["state"] == "unknown" and "old" in body["reason"]
 
 
+@pytest.mark.parametrize(("doc", "sight", "reported"), [
+    (state(updated_mono=NOW - 60), True, True),  # a frozen manager: say what the fencer sees
+    (state(updated_mono=NOW - 60), False, False),
+    (None, True, True),  # no manager state at all
+    (state(), True, None),  # a fresh state speaks for itself
+])
+def test_patroni_reports_whether_postgres_accepts_writes_while_the_manager_state_is_stale(
+        doc: dict[str, Any] | None, sight: bool, reported: bool | None) -> None:
+    app = create_app(reader=lambda: doc, clock=lambda: NOW, pg_writable=lambda: sight)
+    body = app.test_client().get("/patroni").get_json()
+    assert body.get("postgres_writable") is reported
+
+
 @pytest.mark.parametrize(("text", "value"), [("1048576", 1048576), ("1024kB", 1048576), ("16MB", 16 * 1024**2),
                                              ("1GB", 1024**3), ("junk", None), (None, None)])
 def test_parse_lag(text: str | None, value: int | None) -> None:

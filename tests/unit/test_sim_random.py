@@ -180,9 +180,6 @@ class FaultSchedule(RuleBasedStateMachine):
         self.sim.run(seconds)
         if paused:
             self.sim.set_config(pause=False)  # a paused cluster is not expected to heal itself
-            # Every manager sees the resume before the next fault: a primary's manager that froze
-            # while it still believed in the pause is a known hole (test_sim_scenarios, xfail).
-            self.sim.run(2.5)
 
 
 FaultSchedule.TestCase.settings = settings(

@@ -255,16 +255,108 @@ def test_a_rejected_dcs_config_is_reported_until_the_good_one_is_restored(sim: S
     assert sim.healthy() is None
 
 
-@pytest.mark.xfail(strict=True, reason="known hole, issue 11: a resume that the primary's frozen manager never saw")
 def test_resume_while_the_primary_manager_is_frozen(sim: Simulation) -> None:
     """Found by the random simulation. While paused the fencer is disarmed (pause means: never touch
     PostgreSQL, also while the manager is stopped for maintenance). If the primary's manager freezes
-    right after the resume, before it has seen it, its lease runs out, the others promote, and its
-    fencer still obeys the paused order: two writable primaries. Patroni has the same window. A fix
-    needs evidence the old primary is not writable before promoting (e.g. asking its PostgreSQL)."""
+    right after the resume, before it has seen it, its lease runs out and its fencer still obeys the
+    paused order. The racers ask it (gone from the DCS, its last member value said "pause"): its API
+    sees a writable server beside a stale manager state, so nobody promotes; once thawed, its manager
+    sees the resume and takes the key again."""
+    old = _primary(sim)
     sim.set_config(pause=True)
     sim.run(1.0)
     sim.set_config(pause=False)
-    sim.freeze_manager(_primary(sim), 10)
+    sim.freeze_manager(old, 10)
     sim.run(10)
+    assert sim.verdicts.violations == []
+    assert sim.verdicts.promotions == []
+    assert sim.world.writable() == [old]  # never fenced: nothing may touch it while its order says paused
+    sim.run(5)
+    assert sim.healthy() is None
+    assert _primary(sim) == old
+    assert sim.verdicts.violations == []
+
+
+def _pause_and_resume(sim: Simulation, seen: bool) -> None:
+    """A pause, then the resume; ``seen``: every manager has read it before the next fault."""
+    sim.set_config(pause=True)
+    sim.run(1.0)
+    sim.set_config(pause=False)
+    if seen:
+        sim.run(2.5)
+
+
+def _failed_over_within_ttl(sim: Simulation, old: str, since: float) -> None:
+    new = _primary(sim)
+    assert new != old
+    when = [t for t, name in sim.verdicts.promotions if name == new][-1]
+    assert when - since <= 5 + 1.5  # ttl, plus a loop and the peer poll: as without a pause
+
+
+@pytest.mark.parametrize("seen", [True, False], ids=["resume-seen", "resume-unseen"])
+def test_a_crash_right_after_a_resume_fails_over_as_usual(sim: Simulation, seen: bool) -> None:
+    """The racers ask the crashed primary (its last member value said "pause"): unreachable counts as
+    not writable, and the failover takes as long as without the pause."""
+    old = _primary(sim)
+    _pause_and_resume(sim, seen)
+    crashed_at = sim.now
+    sim.crash(old)
+    sim.run(10)
+    _failed_over_within_ttl(sim, old, crashed_at)
+    assert sim.verdicts.violations == []
+    _heals(sim)
+
+
+@pytest.mark.parametrize("seen", [True, False], ids=["resume-seen", "resume-unseen"])
+def test_a_primary_cut_off_from_everyone_right_after_a_resume_stops_writing_and_fails_over(
+        sim: Simulation, seen: bool) -> None:
+    """Seen: its fencer's order is armed and fences it. Unseen: it still believes in the pause, so its
+    manager demotes it, since neither the DCS nor any member answers; the others, unable to reach it,
+    promote as usual."""
+    old = _primary(sim)
+    _pause_and_resume(sim, seen)
+    cut_at = sim.now
+    sim.isolate(old, True)
+    sim.run(10)
+    assert not sim.world.servers[old].writable
+    _failed_over_within_ttl(sim, old, cut_at)
+    assert sim.verdicts.violations == []
+    _heals(sim)
+
+
+def test_a_paused_primary_cut_off_from_the_dcs_only_keeps_running(sim: Simulation) -> None:
+    """An etcd outage during maintenance: the members still answer it, nothing is touched; resumed
+    while it cannot see it, nobody promotes beside it (its API says it runs as primary)."""
+    old = _primary(sim)
+    sim.set_config(pause=True)
+    sim.run(1.0)
+    sim.cut_dcs(old, True)
+    sim.run(10)
+    assert sim.world.writable() == [old]
+    sim.set_config(pause=False)
+    sim.run(10)
+    assert sim.world.writable() == [old]
+    assert sim.verdicts.promotions == []
+    sim.cut_dcs(old, False)
+    sim.run(10)
+    assert sim.healthy() is None
+    assert _primary(sim) == old
+    assert sim.verdicts.violations == []
+
+
+def test_a_paused_primary_cut_off_from_everyone_stops_accepting_writes(sim: Simulation) -> None:
+    """The price of closing the resume window: it cannot know whether the pause still holds, so it
+    demotes although the cluster stays paused; nobody promotes until the resume."""
+    old = _primary(sim)
+    sim.set_config(pause=True)
+    sim.run(1.0)
+    sim.isolate(old, True)
+    sim.run(10)
+    assert sim.world.writable() == []
+    sim.isolate(old, False)
+    sim.run(5)
+    assert sim.verdicts.promotions == []
+    sim.set_config(pause=False)
+    sim.run(30)
+    assert sim.healthy() is None
     assert sim.verdicts.violations == []

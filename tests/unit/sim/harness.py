@@ -112,7 +112,7 @@ class Simulation:
         jobs = SimJobs(self.clock)
         ops = SimPgOps(self.world, node.name, self._check_promotion)
         manager = Manager(layers, dcs, ops, clock=self.clock, wall=lambda: 1_800_000_000.0 + self.now,  # type: ignore[arg-type]
-                          peers=lambda members, asker=node.name: self._peers(asker, members),
+                          peers=lambda members, quick=(), asker=node.name: self._peers(asker, members),
                           events=EventLog(), jobs=jobs, boot=self.clock,
                           channels=self.channels)
         manager.check_dynamic = lambda config, local, where: []
@@ -133,6 +133,7 @@ class Simulation:
             body = dict((doc or {}).get("patroni_doc") or {"state": "unknown", "role": "uninitialized"})
             if doc is None or staleness(doc, self.now) or node.manager is None:
                 body["state"] = "unknown"
+                body["postgres_writable"] = server.running and not server.in_recovery  # the fencer's sight
             answers.append(parse_status(member.name, body))
         return tuple(answers)
 

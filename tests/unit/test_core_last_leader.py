@@ -1,0 +1,184 @@
+"""A resume the primary's manager never saw (issue 11). The racers' side: whom a leader race asks
+(core.probes.probe_last_leader), and what an answer that the last leader's PostgreSQL still accepts
+writes does to the election (decide). The primary's side: paused and cut off from the DCS, it keeps
+running only while a member answers it. And the adapters: what the manager remembers of the last
+leader, how an API answer is read."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from appliance.core.decide import decide
+from appliance.core.model import ClusterView, Failover, Leader, Member, Role
+from appliance.core.probes import accepts_writes, probe_cut_off, probe_last_leader
+from appliance.core.state import DataDir, HaSettings, LastLeader, LocalState, PeerStatus
+from appliance.manager.events import EventLog
+from appliance.manager.memory import Memory
+from appliance.manager.peers import parse_status
+from appliance.postgres.status import PgStatus
+
+
+def _member(name: str, role: str = "replica", rev: int = 50, **extra: object) -> Member:
+    return Member(name=name, api_url=f"https://{name}:8008/patroni", state="running", role=role,
+                  mod_revision=rev, extra=dict(extra))
+
+
+PAUSED = LastLeader(_member("n1", "primary", pause=True), config_revision=40)
+ARMED = LastLeader(_member("n1", "primary", rev=50), config_revision=40)  # published after the last config change
+UNANNOUNCED = LastLeader(_member("n1", "primary", rev=30), config_revision=40)  # config changed since it published
+# The key and the member key of n1 are gone: one lease.
+RACE = ClusterView(initialize="1", leader=None, members=(_member("n2"), _member("n3")), config_revision=41)
+
+
+def _local(last: LastLeader | None = PAUSED, **kw: object) -> LocalState:
+    base = LocalState(name="n2", now=100.0, data_dir=DataDir.VALID, sysid="1", running=True, role=Role.REPLICA,
+                      timeline=1, wal_position=1000, replication_state="streaming", last_leader=last)
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+PROBE_CASES = [
+    # (id, view, local, the member asked or None)
+    ("its last value said pause: ask it", RACE, _local(), "n1"),
+    ("a config change it never announced (a pause it read, then froze): ask it", RACE, _local(UNANNOUNCED), "n1"),
+    ("it published after the last config change: its order was armed, nothing to ask", RACE, _local(ARMED), None),
+    ("no last leader known", RACE, _local(None), None),
+    ("the leader key is there: no race", replace(RACE, leader=Leader("n3")), _local(), None),
+    ("still a member: asked as one", replace(RACE, members=(*RACE.members, _member("n1"))), _local(), None),
+    ("we were the last leader", RACE, _local(replace(PAUSED, member=_member("n2", pause=True))), None),
+    ("a job runs: no race", RACE, _local(job="rewind"), None),
+    ("PostgreSQL down: no race", RACE, _local(running=False), None),
+    ("a manual failover names us: the API checked", replace(RACE, failover=Failover(member="n2")), _local(), None),
+    ("no API address to ask", RACE, _local(replace(PAUSED, member=replace(PAUSED.member, api_url=""))), None),
+]
+
+
+@pytest.mark.parametrize(("view", "local", "asked"), [c[1:] for c in PROBE_CASES], ids=[c[0] for c in PROBE_CASES])
+def test_whom_the_race_asks(view: ClusterView, local: LocalState, asked: str | None) -> None:
+    member = probe_last_leader(view, local)
+    assert (member.name if member is not None else None) == asked
+
+
+def _answer(name: str = "n1", **kw: object) -> PeerStatus:
+    return PeerStatus(name=name, reachable=True, **kw)  # type: ignore[arg-type]
+
+
+REPLICAS = (_answer("n3", role="replica", running=True, wal_position=900),)
+STALE_WRITABLE = _answer(role="primary", wal_position=5000, writable=True)
+STALE_FENCED = _answer(role="primary", wal_position=5000, writable=False)
+
+RACE_CASES = [
+    # (id, answers of the peers (n3 and the last leader n1), settings, action kinds)
+    ("the last leader's server still accepts writes beside a stale manager: no promotion",
+     (*REPLICAS, STALE_WRITABLE), HaSettings(), ["Wait"]),
+    ("its manager answers: still running as primary", (*REPLICAS, _answer(role="primary", running=True)),
+     HaSettings(), ["Wait"]),
+    ("unreachable (crashed, or cut off with an armed order): promote", (*REPLICAS, PeerStatus("n1", False)),
+     HaSettings(), ["AcquireLeader", "Promote"]),
+    ("its server is down (fenced, stopped): its stale WAL position does not compete",
+     (*REPLICAS, STALE_FENCED), HaSettings(), ["AcquireLeader", "Promote"]),
+    ("a replica's API answers writable=False: nothing changes", (*REPLICAS,), HaSettings(),
+     ["AcquireLeader", "Promote"]),
+    ("a member whose manager is stale with a writable server blocks too",
+     (_answer("n3", role="replica", wal_position=900, writable=True),), HaSettings(), ["Wait"]),
+    ("paused: no promotion anyway", (*REPLICAS, PeerStatus("n1", False)), HaSettings(pause=True), ["Wait"]),
+]
+
+
+@pytest.mark.parametrize(("peers", "cfg", "expected"), [c[1:] for c in RACE_CASES], ids=[c[0] for c in RACE_CASES])
+def test_the_race_with_the_last_leaders_answer(peers: tuple[PeerStatus, ...], cfg: HaSettings,
+                                               expected: list[str]) -> None:
+    acts = decide(RACE, _local(peers=peers), cfg)
+    assert [x.kind for x in acts] == expected, [x.reason for x in acts]
+
+
+def test_the_refusal_names_the_writable_server() -> None:
+    acts = decide(RACE, _local(peers=(*REPLICAS, STALE_WRITABLE)), HaSettings())
+    assert "n1's PostgreSQL still accepts writes" in acts[0].reason
+
+
+@pytest.mark.parametrize(("answer", "why"), [
+    (_answer(role="primary", running=True), "still running as primary"),
+    (_answer(role="master", running=True), "still running as primary"),
+    (STALE_WRITABLE, "still accepts writes"),
+    (replace(STALE_WRITABLE, reachable=False), None),
+    (STALE_FENCED, None),
+    (_answer(role="replica", running=True), None),
+])
+def test_accepts_writes(answer: PeerStatus, why: str | None) -> None:
+    got = accepts_writes(answer)
+    assert (got is None) if why is None else (got is not None and why in got)
+
+
+def _read(leader: str | None, members: tuple[Member, ...], revision: int = 40) -> ClusterView:
+    return ClusterView(initialize="1", leader=Leader(leader) if leader else None, members=members,
+                       config_revision=revision)
+
+
+def test_the_manager_remembers_the_last_leaders_member_value() -> None:
+    memory, status = Memory(EventLog()), PgStatus(running=True)
+    n1 = _member("n1", "primary", pause=True)
+    memory.track(_read("n1", (n1, _member("n2"))), "n2", status, None, 1.0)
+    assert memory.last_leader == LastLeader(n1, 40)
+    memory.track(_read(None, (_member("n2"),), revision=41), "n2", status, None, 2.0)  # its lease ran out
+    assert memory.last_leader == LastLeader(n1, 40)  # kept through the race
+    memory.track(None, "n2", status, None, 3.0)  # DCS unreachable
+    assert memory.last_leader == LastLeader(n1, 40)
+    n3 = _member("n3", "primary")
+    memory.track(_read("n3", (n3, _member("n2")), revision=42), "n2", status, None, 4.0)
+    assert memory.last_leader == LastLeader(n3, 42)
+    memory.track(_read("n2", (n3, _member("n2"))), "n2", status, None, 5.0)
+    assert memory.last_leader is None  # we lead: nothing to ask
+
+
+@pytest.mark.parametrize(("body", "writable"), [
+    ({"state": "unknown", "role": "primary", "postgres_writable": True}, True),
+    ({"state": "unknown", "role": "primary", "postgres_writable": False}, False),
+    ({"state": "running", "role": "primary"}, None),
+    ({"state": "unknown", "role": "primary", "postgres_writable": "yes"}, None),
+])
+def test_an_api_answer_says_whether_postgres_accepts_writes(body: dict[str, object], writable: bool | None) -> None:
+    assert parse_status("n1", body).writable is writable
+
+
+def _primary(**kw: object) -> LocalState:
+    base = LocalState(name="n1", now=100.0, data_dir=DataDir.VALID, sysid="1", running=True, role=Role.PRIMARY,
+                      timeline=1, wal_position=1000, lease_ok_at=97.0)
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+ANSWERS = (PeerStatus("n2", False), _answer("n3", role="replica", running=True))
+SILENCE = (PeerStatus("n2", False), PeerStatus("n3", False))
+PAUSE = HaSettings(pause=True)
+
+CUT_OFF_CASES = [
+    # (id, local, settings, action kinds)
+    ("paused, a member answers (it can ask us too): keep running", _primary(peers=ANSWERS), PAUSE, ["Wait"]),
+    ("paused, nobody answers: a resume we cannot see would let another node promote",
+     _primary(peers=SILENCE), PAUSE, ["Demote"]),
+    ("paused, nobody answers, but for less than retry_timeout", _primary(peers=SILENCE, lease_ok_at=99.0), PAUSE,
+     ["Wait"]),
+    ("paused, no other member known: nobody to promote", _primary(), PAUSE, ["Wait"]),
+    ("a paused replica stays as it is", replace(_primary(peers=SILENCE), role=Role.REPLICA), PAUSE, ["Wait"]),
+    ("not paused: demoted after retry_timeout whoever answers", _primary(peers=ANSWERS), HaSettings(), ["Demote"]),
+]
+
+
+@pytest.mark.parametrize(("local", "cfg", "expected"), [c[1:] for c in CUT_OFF_CASES],
+                         ids=[c[0] for c in CUT_OFF_CASES])
+def test_a_paused_primary_without_the_dcs(local: LocalState, cfg: HaSettings, expected: list[str]) -> None:
+    acts = decide(None, local, cfg)
+    assert [x.kind for x in acts] == expected, [x.reason for x in acts]
+
+
+@pytest.mark.parametrize(("view", "local", "paused", "asks"), [
+    (None, _primary(), True, True),
+    (None, _primary(), False, False),
+    (RACE, _primary(), True, False),  # the DCS answers: it says whether we are paused
+    (None, _local(), True, False),  # a replica has nothing to fear
+    (None, _primary(running=False), True, False),
+])
+def test_a_paused_primary_without_the_dcs_asks_the_members(view: ClusterView | None, local: LocalState,
+                                                          paused: bool, asks: bool) -> None:
+    assert probe_cut_off(view, local, paused) is asks
