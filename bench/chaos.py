@@ -227,6 +227,9 @@ def summary(run: ChaosRun, ledger: Ledger, poll: WritablePoller, lost: list[int]
     overlaps = poll.overlaps()
     false_failovers = [f"{f.kind}@{f.target}" for f in run.faults
                        if f.kind not in MAY_FAIL_OVER and f.leader_after != f.leader_before]
+    # A leader change after a fault had healed, before the next one: no fault asked for it.
+    false_failovers += [f"after {a.kind}@{a.target} had healed" for a, b in itertools.pairwise(run.faults)
+                        if b.leader_before != a.leader_after]
     return {
         "benchmark": "chaos",
         "mode": mode,
