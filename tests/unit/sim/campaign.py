@@ -34,7 +34,7 @@ def main() -> int:
     for i in range(jobs):
         seed = args.seed + i
         env = {**os.environ, "SIM_EXAMPLES": str(share)}
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "--show-capture=no",
                    f"--hypothesis-seed={seed}", "tests/unit/test_sim_random.py"]
         workers.append((seed, subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                                stderr=subprocess.STDOUT, text=True)))

@@ -356,6 +356,14 @@ class Simulation:
                 return f"{name} is not on {leader}'s timeline {primary.timeline}"
         return None
 
+    def pending_switchover(self) -> str | None:
+        """A failover key still waiting for the leader to carry it out (one more promotion to come)."""
+        try:
+            failover = self.view().failover
+        except DCSError:
+            return "the DCS is unreachable"
+        return f"a switchover is pending: {failover}" if failover is not None else None
+
     def lost_acknowledged(self) -> list[Any]:
         leader = self.leader()
         data = self.world.servers[leader].data if leader else None
