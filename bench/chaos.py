@@ -255,7 +255,9 @@ def chaos(cluster: DemoCluster, seconds: float, mode: str, seed: int, interval: 
         wait_until("a healthy cluster, pg_wal on tmpfs", lambda: healthy(cluster), 180, interval=0.5)
     else:
         kinds = tuple(k for k in kinds if k != "disk_full")
-    sql(cluster.dsn("primary"), "CREATE TABLE IF NOT EXISTS ledger(id bigint PRIMARY KEY)")
+    # Through HAProxy: right after the pg_wal move the primary may have restarted under it.
+    wait_until("the ledger table", lambda: sql(cluster.dsn("primary"),
+                                              "CREATE TABLE IF NOT EXISTS ledger(id bigint PRIMARY KEY)") or True, 60)
     strict = mode == "strict"
     patch_config(cluster, {"synchronous_mode": strict, "synchronous_mode_strict": strict})
     if strict:
