@@ -134,9 +134,10 @@ class FaultSchedule(RuleBasedStateMachine):
             self.sim.kill_postgres(name)
         self.sim.run(seconds)
 
-    @rule(name=node, seconds=pause)
-    def stop_manager(self, name: str, seconds: float) -> None:
-        self.sim.stop_manager(name)
+    @rule(name=node, whole_node=st.booleans(), seconds=pause)
+    def stop_manager(self, name: str, whole_node: bool, seconds: float) -> None:
+        """docker stop of the node, or supervisorctl stop of its manager alone."""
+        self.sim.stop_manager(name, whole_node)
         self.sim.run(seconds)
 
     @rule(order=st.permutations(NODES), seconds=pause)

@@ -360,3 +360,29 @@ def test_a_paused_primary_cut_off_from_everyone_stops_accepting_writes(sim: Simu
     sim.run(30)
     assert sim.healthy() is None
     assert sim.verdicts.violations == []
+
+
+@pytest.mark.parametrize("whole_node", [True, False])
+def test_a_stop_right_after_a_resume_the_primary_never_saw(tmp_path: Path, whole_node: bool) -> None:
+    """Found by a 1000-schedule campaign: the primary, cut off from the DCS right after a resume,
+    still believes in the pause when it is stopped, so its manager leaves PostgreSQL running. A
+    docker stop takes that server down with the container (the harness had left it running on a
+    node marked down: two writable primaries); a stop of the manager alone leaves the API and the
+    fencer (still on its paused order), and the API's view of PostgreSQL keeps the others from
+    promoting beside it until the manager is back."""
+    sim = Simulation(tmp_path)
+    sim.run(15)
+    old = _primary(sim)
+    sim.set_config(pause=True)
+    sim.run(1.0)
+    sim.set_config(pause=False)
+    sim.cut_dcs(old, True)
+    sim.run(1.0)
+    sim.stop_manager(old, whole_node=whole_node)
+    sim.run(15)
+    assert sim.verdicts.violations == []
+    if whole_node:
+        assert _primary(sim) != old
+    else:
+        assert sim.world.writable() == [old]  # nobody promoted beside it
+    _heals(sim)

@@ -256,7 +256,7 @@ class Simulation:
 
     def boot(self, name: str) -> None:
         node = self.nodes[name]
-        if node.up:
+        if node.up and node.manager is not None:
             return
         node.up = True
         node.next_tick = self.now + DT
@@ -292,8 +292,11 @@ class Simulation:
         if server.running:
             server.hung = hung
 
-    def stop_manager(self, name: str) -> None:
-        """SIGTERM: the stop flag, the tick in flight, then the clean shutdown (Manager.shutdown)."""
+    def stop_manager(self, name: str, whole_node: bool = True) -> None:
+        """SIGTERM: the stop flag, the tick in flight, then the clean shutdown (Manager.shutdown).
+        ``whole_node``: docker stop, the node is down until boot(), and whatever the manager left
+        running (a paused manager leaves PostgreSQL) dies with the container. Otherwise only the
+        manager stops (supervisorctl stop manager): the API and the fencer go on."""
         node = self.nodes[name]
         manager = node.manager
         if manager is None or not node.up:
@@ -303,7 +306,9 @@ class Simulation:
             manager.tick()
         manager.shutdown()
         node.manager = node.jobs = None
-        node.up = False  # the node is down until boot()
+        if whole_node:
+            node.up = False
+            self.world.servers[name].stop()
 
     def set_config(self, **changes: Any) -> None:
         """PATCH /config: a merge into the dynamic configuration in the DCS."""
