@@ -24,12 +24,14 @@ def probe_peers(view: ClusterView | None, local: LocalState) -> tuple[str, ...]:
     return tuple(m.name for m in view.members if m.name != local.name)
 
 
-def fencer_may_be_disarmed(last: LastLeader) -> bool:
+def fencer_may_be_disarmed(last: LastLeader, config_revision: int = 0) -> bool:
     """The last leader's fencer may obey a paused lease order, which no lease expiry ends: its last
-    member value said "pause", or it had not published since the dynamic config last changed (it may
-    have read a pause and frozen before announcing it). Otherwise its order was armed: it stopped
-    accepting writes before its lease could expire, and there is nothing to ask."""
-    return bool(last.member.extra.get("pause")) or last.member.mod_revision < last.config_revision
+    member value said "pause", or it had not published since the dynamic config last changed, as of
+    that read or of ``config_revision`` (the view now: a pause and resume while this node was frozen
+    or cut off, that the leader may have read before it went silent). Otherwise its order was armed:
+    it stopped accepting writes before its lease could expire, and there is nothing to ask."""
+    changed = max(last.config_revision, config_revision)
+    return bool(last.member.extra.get("pause")) or last.member.mod_revision < changed
 
 
 def probe_last_leader(view: ClusterView | None, local: LocalState) -> Member | None:
@@ -43,7 +45,7 @@ def probe_last_leader(view: ClusterView | None, local: LocalState) -> Member | N
     member = last.member
     if member.name == local.name or view.member(member.name) is not None or not member.api_url:
         return None
-    return member if fencer_may_be_disarmed(last) else None
+    return member if fencer_may_be_disarmed(last, view.config_revision) else None
 
 
 def probe_cut_off(view: ClusterView | None, local: LocalState, paused: bool) -> bool:

@@ -386,3 +386,27 @@ def test_a_stop_right_after_a_resume_the_primary_never_saw(tmp_path: Path, whole
     else:
         assert sim.world.writable() == [old]  # nobody promoted beside it
     _heals(sim)
+
+
+def test_a_racer_frozen_through_a_pause_still_asks_the_last_leader(tmp_path: Path) -> None:
+    """Found by a 2000-schedule campaign: a replica's manager frozen through a whole pause and
+    resume, then an etcd outage longer than the lease. The primary never saw the resume, so it kept
+    running without the DCS (paused) with its fencer disarmed; the thawed replica's last picture of
+    the leader predated the pause, so it raced and promoted without asking it: two writable
+    primaries. A racer now compares the last leader's member value with the config revision it
+    sees now, not only the one of its last read with a leader."""
+    sim = Simulation(tmp_path)
+    sim.run(15)
+    old = _primary(sim)
+    frozen = next(n for n in sim.nodes if n != old)
+    sim.freeze_manager(frozen, 3.0)
+    sim.run(1.5)
+    sim.set_config(pause=True)
+    sim.run(1.0)
+    sim.set_config(pause=False)
+    sim.store.available = False
+    sim.run(5.0)
+    sim.store.available = True
+    sim.run(10)
+    assert sim.verdicts.violations == []
+    _heals(sim)
