@@ -125,7 +125,8 @@ class HaSettings:
     max_timelines_history: int = 0
     member_slots_ttl: int = 1800
     failsafe_mode: bool = False
-    synchronous_mode: bool = False
+    synchronous_mode: bool = False  # on, or quorum
+    synchronous_quorum: bool = False  # synchronous_mode: quorum (ANY n commit, core/quorum.py)
     synchronous_mode_strict: bool = False
     synchronous_node_count: int = 1
     pause: bool = False
@@ -134,3 +135,8 @@ class HaSettings:
     check_timeline: bool = False
     tags: Tags = field(default_factory=Tags)  # this node's own
     permanent_slots: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def sync_only(self) -> bool:
+        """Only the sync key's members may be promoted (synchronous_mode on; quorum mode counts votes)."""
+        return self.synchronous_mode and not self.synchronous_quorum
