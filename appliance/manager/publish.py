@@ -103,7 +103,10 @@ def patroni_doc(name: str, scope: str, status: PgStatus, view: ClusterView | Non
         doc["cluster_unlocked"] = view.leader is None
         if view.sync is not None and name in view.sync.sync_standby:
             # Patroni: quorum_standby in synchronous_mode quorum (a voter), else sync_standby.
-            doc["quorum_standby" if quorum_mode(view) else "sync_standby"] = True
+            if not quorum_mode(view):
+                doc["sync_standby"] = True
+            elif status.role == Role.REPLICA:  # as Patroni: a replica only (a new primary may still be listed)
+                doc["quorum_standby"] = True
     if dcs_last_seen is not None:
         doc["dcs_last_seen"] = int(dcs_last_seen)
     return doc

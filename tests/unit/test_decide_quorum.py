@@ -175,3 +175,18 @@ def test_promotion_in_strict_quorum_mode_blocks_commits_until_the_key_is_ours() 
     acts = decide(view(leader=None, sync=K), replica(peers=(gone("n1"), peer("n3"))), QSTRICT)
     promote = [x for x in acts if isinstance(x, a.Promote)]
     assert promote and promote[0].strict_sync
+
+
+def test_the_leader_carries_out_a_switchover_without_candidate_only_with_enough_voters() -> None:
+    """Patroni's is_failover_possible in quorum mode: quorum + 1 running voters, else the request
+    is cancelled instead of demoting a primary nobody could replace."""
+    key = SyncState(leader="n1", sync_standby=("n2", "n3"), quorum=1)
+    fo = Failover(leader="n1", mod_revision=4)
+    both = decide(view(sync=key, failover=fo), primary(), QUORUM)
+    assert "Demote" in kinds(both)
+    members = (member("n1", role="primary"), member("n2"), member("n3", state="stopped"))
+    one = decide(view(sync=key, failover=fo, members=members), primary(), QUORUM)
+    cancel = [x for x in one if isinstance(x, a.ClearFailover)]
+    assert "Demote" not in kinds(one) and cancel and "1 running voter(s), 2 needed" in cancel[0].reason
+    named = decide(view(sync=key, failover=Failover(leader="n1", member="n2"), members=members), primary(), QUORUM)
+    assert "Demote" in kinds(named)  # a named candidate needs no quorum (Patroni)
