@@ -139,7 +139,12 @@ class PgMemory:
         """Take in one observation: the setting in effect; on a manager restart, what is running."""
         if not status.queryable:
             return
-        self.ssn = status.synchronous_standby_names or ""
+        seen = status.synchronous_standby_names or ""
+        if seen != self.ssn:
+            # Not the value we last set: a reload that took effect after we stopped waiting for it,
+            # or an outside change. When it took effect is unknown: count from now.
+            self.ssn_set_lsn = None
+        self.ssn = seen
         if status.role == Role.PRIMARY and self.ssn_set_lsn is None:
             # Unknown history of the setting (manager restart): only standbys caught up with the
             # present may be named synchronous.
