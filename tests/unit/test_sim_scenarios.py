@@ -461,3 +461,28 @@ def test_quorum_switchover_without_a_candidate(tmp_path: Path) -> None:
     assert _primary(sim) != old
     _heals(sim)
     assert sim.lost_acknowledged() == []
+
+
+def test_quorum_former_primary_takes_over_again_after_an_interrupted_switchover(tmp_path: Path) -> None:
+    """Found by the random schedules: a switchover to node2 promotes it, and every node is stopped
+    before node2 owns the sync key. Back up, node1, the key's leader, takes over again with no vote
+    (Patroni's rule: nobody it sees is ahead of it); node2's new timeline acknowledged nothing in
+    strict mode (commits wait until the key is its own), so nothing acknowledged is lost, and node2
+    rejoins by rewind."""
+    sim = Simulation(tmp_path, dynamic=QUORUM_STRICT)
+    sim.run(16.5)
+    old = _primary(sim)
+    candidate = next(n for n in sorted(sim.nodes) if n != old)
+    sim.switchover(old, candidate)
+    sim.run(1.25)
+    for name in sorted(sim.nodes):
+        sim.stop_manager(name)
+        sim.run(0.5)
+    for name in sorted(sim.nodes):
+        sim.boot(name)
+    sim.run(2)
+    assert [name for _, name in sim.verdicts.promotions] == [candidate, old]
+    assert sim.verdicts.violations == []
+    assert sim.lost_acknowledged() == []
+    _heals(sim)
+    assert sim.lost_acknowledged() == []

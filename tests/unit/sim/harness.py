@@ -250,15 +250,15 @@ class Simulation:
 
     def _check_quorum(self, name: str, data: Data, view: ClusterView) -> None:
         """Quorum mode: the node must hold everything that quorum + 1 members of the voting set (the
-        sync key's voters and leader, itself included) hold, as their data stands now; the key's
-        leader may take over again while no member of the set is ahead of it."""
+        sync key's voters and leader, itself included) hold, as their data stands now. The key's
+        leader itself takes over again on Patroni's other rule (nobody it saw is ahead of it): a
+        node promoted after it may hold WAL it lacks, which that node acknowledged to nobody in
+        strict mode before owning the sync key; the ledger check covers that case."""
         sync = view.sync
-        if sync is None or not sync.leader:
+        if sync is None or not sync.leader or name == sync.leader:
             return
         voting = sorted({sync.leader, *sync.sync_standby})
         covered = [v for v in voting if (d := self.world.servers[v].data) is not None and data.holds(d.timeline, d.lsn)]
-        if name == sync.leader and len(covered) == len(voting):
-            return
         if len(covered) < (sync.quorum or 0) + 1:
             self.verdicts.add(self.now, f"{name} promoted holding the WAL of only {covered} of the voting set "
                                         f"{voting} (quorum {sync.quorum})")
