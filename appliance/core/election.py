@@ -89,17 +89,18 @@ def quorum_active(view: ClusterView, cfg: HaSettings) -> bool:
 
 def _quorum_problem(view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
     """Patroni's quorum rule of the healthiest-node check. The voting set is the key's voters and
-    its leader; a member of it counts itself. Each other member of it that answers, runs, may be
-    promoted and is not ahead of us is a vote; ``quorum`` votes are needed. Then at least one of
-    those we saw holds every acknowledged commit (core/quorum.py), and we have all they have. A
-    member ahead of us wins, except the key's leader (the former primary), which is not counted.
-    The key's leader itself may take the key again when nobody it saw is ahead of it."""
+    its leader; a member of it counts itself. Each other member of it that answers (with a state
+    published since the key was freed), runs, may be promoted and is not ahead of us is a vote;
+    ``quorum`` votes are needed. Then at least one of those we saw holds every acknowledged commit
+    (core/quorum.py), and we have all they have. A member ahead of us wins, except the key's leader
+    (the former primary), which is not counted. The key's leader itself may take the key again when
+    nobody it saw is ahead of it."""
     sync = view.sync
     assert sync is not None and sync.leader is not None and local.wal_position is not None
     voting = {sync.leader, *sync.sync_standby}
     needed = sync.quorum or 0
     votes = 0 if local.name in voting else -1
-    ahead = 0
+    ahead = stale = 0
     fo = view.failover
     leaving = fo.leader if fo is not None and fo.leader and switchover_due(view, local) else None
     for peer in local.peers:
@@ -113,6 +114,9 @@ def _quorum_problem(view: ClusterView, local: LocalState, cfg: HaSettings) -> st
             continue  # the last leader gone from the DCS is asked only whether it accepts writes
         if not peer.running or peer.wal_position is None:
             continue
+        if not _published_since_vacancy(peer, local):
+            stale += 1
+            continue
         if peer.wal_position > local.wal_position:
             ahead += 1
             if peer.name == sync.leader:
@@ -125,8 +129,19 @@ def _quorum_problem(view: ClusterView, local: LocalState, cfg: HaSettings) -> st
     if votes >= needed or (ahead == 0 and sync.leader == local.name):
         return None
     members = ",".join(sorted(voting))
+    waiting = f"; {stale} answer(s) from before the leader key was freed" if stale else ""
     return (f"synchronous_mode quorum: {max(votes, 0)} vote(s) of the {needed} needed from the voting set "
-            f"({members}){'' if local.name in voting else '; not a voter: one more is needed'}")
+            f"({members}){'' if local.name in voting else '; not a voter: one more is needed'}{waiting}")
+
+
+def _published_since_vacancy(peer: PeerStatus, local: LocalState) -> bool:
+    """A peer's answer comes from the state its manager published last, up to a loop old, and a voter
+    may have received more WAL since (the last commits before the old primary stopped). Published
+    after we found the leader key free, it shows every commit acknowledged before: the old primary
+    stopped accepting writes before its key could vanish (fencing) or be released."""
+    if peer.published_ago is None or local.leader_free_since is None:
+        return False
+    return local.now - peer.published_ago > local.leader_free_since
 
 
 def switchover_due(view: ClusterView, local: LocalState) -> bool:

@@ -41,6 +41,9 @@ class PeerStatus:
     # Only while the peer's manager state is stale: what its API sees of PostgreSQL itself (a live
     # postmaster and no standby.signal, the fencer's sight). None: not reported.
     writable: bool | None = None
+    # How long before this answer its manager published the state it comes from (the peer's own
+    # clock: a duration). The API answers from that state, up to a loop old. None: not reported.
+    published_ago: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class LocalState:
     pending_restart: bool = False  # PostgreSQL reports settings that need a restart
     leader_alive: bool | None = None  # the leader's API confirmed it runs as primary (None: not asked)
     last_leader: LastLeader | None = None  # another node, the leader in our last read that had one
+    leader_free_since: float | None = None  # monotonic: the first tick that found the leader key free (this vacancy)
     fence_problem: str | None = None  # why nothing could fence this node if its manager froze
     stopping: bool = False  # the manager was told to stop: never take the lock or promote now
     retry: Retry | None = None  # the back-off after failed jobs

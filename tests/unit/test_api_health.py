@@ -185,3 +185,15 @@ def test_quorum_paths_classify() -> None:
     assert classify("/quorum") == "quorum"
     assert classify("/read-only-quorum") == "read_only_quorum"
     assert classify("/read_only_quorum") == "read_only_quorum"
+
+
+def test_patroni_answer_says_how_old_the_state_is_and_a_peer_reads_it() -> None:
+    """Beyond Patroni: /patroni carries state_age, the seconds since the manager published the state
+    it answers from; the leader race reads it (a quorum vote needs an answer newer than the vacancy)."""
+    from appliance.manager.peers import parse_status
+
+    body = client(state(role="replica", holder=False)).get("/patroni").get_json()
+    assert body["state_age"] == 0.5
+    assert parse_status("n1", body).published_ago == 0.5
+    stale = client(state(role="replica", holder=False, updated_mono=NOW - 60)).get("/patroni").get_json()
+    assert "state_age" not in stale and parse_status("n1", stale).published_ago is None

@@ -19,8 +19,11 @@ QUORUM = HaSettings(synchronous_mode=True, synchronous_quorum=True)
 QSTRICT = replace(QUORUM, synchronous_mode_strict=True)
 
 
-def peer(name: str, wal: int = 1000, role: str = "replica", **kw: object) -> PeerStatus:
-    return PeerStatus(name=name, reachable=True, role=role, running=True, wal_position=wal, **kw)  # type: ignore[arg-type]
+def peer(name: str, wal: int = 1000, role: str = "replica", ago: float = 0.5, **kw: object) -> PeerStatus:
+    """An answer published ``ago`` seconds before the probe (the race's tick is at 100.0, the leader
+    key found free at 99.0)."""
+    return PeerStatus(name=name, reachable=True, role=role, running=True, wal_position=wal,  # type: ignore[arg-type]
+                      published_ago=ago, **kw)
 
 
 def gone(name: str) -> PeerStatus:
@@ -30,7 +33,7 @@ def gone(name: str) -> PeerStatus:
 def race(sync: SyncState, *peers: PeerStatus, name: str = "n2", wal: int = 1000,
          cfg: HaSettings = QUORUM, **kw: object) -> tuple[list[str], str | None]:
     v = view(leader=None, sync=sync, **kw)
-    local = replica(name, wal_position=wal, peers=peers)
+    local = replica(name, wal_position=wal, peers=peers, leader_free_since=99.0)
     return kinds(decide(v, local, cfg)), ineligible_reason(v, local, cfg)
 
 
@@ -62,6 +65,12 @@ RACES = [
      (gone("n1"), peer("n3")), "n2", 1000, ["Wait"], "not a voter"),
     ("no voters: the former primary behind us votes", SyncState(leader="n1", quorum=0),
      (peer("n1", 1000), peer("n3")), "n2", 1000, WON, None),
+    # The answer comes from the state its manager published last: from before the key was freed,
+    # the voter may have received more since (the old primary's last commits).
+    ("an answer published before the vacancy is no vote", K, (gone("n1"), peer("n3", ago=1.5)), "n2", 1000,
+     ["Wait"], "1 answer(s) from before the leader key was freed"),
+    ("an answer without its age is no vote", K, (gone("n1"), peer("n3", ago=None)), "n2", 1000,  # type: ignore[arg-type]
+     ["Wait"], "0 vote(s)"),
 ]
 
 
@@ -79,7 +88,7 @@ def test_quorum_leader_race(sync: SyncState, peers: tuple[PeerStatus, ...], name
 
 def test_the_former_primary_takes_the_key_again_when_nobody_is_ahead() -> None:
     v = view(leader=None, sync=K)
-    local = replace(replica("n1", peers=(gone("n2"), gone("n3"))))
+    local = replica("n1", peers=(gone("n2"), gone("n3")), leader_free_since=99.0)
     assert ineligible_reason(v, local, QUORUM) is None
 
 
@@ -94,9 +103,9 @@ def test_a_switchover_needs_quorum_plus_one_voters_able_to_take_over() -> None:
     """The old primary of a switchover stands back only while quorum + 1 voters could take over."""
     fo = Failover(leader="n1")
     v = view(leader=None, sync=SyncState(leader="n1", sync_standby=("n2", "n3"), quorum=1), failover=fo)
-    one = replica("n1", peers=(peer("n2"), gone("n3")))
+    one = replica("n1", peers=(peer("n2"), gone("n3")), leader_free_since=99.0)
     assert ineligible_reason(v, one, QUORUM) is None  # only n2: it could not gather a vote; n1 stays
-    both = replica("n1", peers=(peer("n2"), peer("n3")))
+    both = replica("n1", peers=(peer("n2"), peer("n3")), leader_free_since=99.0)
     assert ineligible_reason(v, both, QUORUM) == "a switchover away from this node is in progress"
 
 
@@ -172,7 +181,7 @@ def test_leaving_quorum_mode_restarts_the_sync_key_from_no_standby() -> None:
 
 
 def test_promotion_in_strict_quorum_mode_blocks_commits_until_the_key_is_ours() -> None:
-    acts = decide(view(leader=None, sync=K), replica(peers=(gone("n1"), peer("n3"))), QSTRICT)
+    acts = decide(view(leader=None, sync=K), replica(peers=(gone("n1"), peer("n3")), leader_free_since=99.0), QSTRICT)
     promote = [x for x in acts if isinstance(x, a.Promote)]
     assert promote and promote[0].strict_sync
 

@@ -200,3 +200,25 @@ FaultSchedule.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 test_random_fault_schedules = pytest.mark.timeout(900)(FaultSchedule.TestCase)
+
+
+def test_a_quorum_vote_needs_an_answer_published_after_the_vacancy() -> None:
+    """A schedule a 1200-schedule campaign found (quorum, strict): node2, primary with node3 as its
+    voter, dies at a promotion on its full disk and releases the key at once; node3's answer to node1
+    still came from the state its manager published before it received node2's last WAL, so node1,
+    behind node3, counted node3's vote and promoted without node2's last (possibly acknowledged)
+    WAL. A vote now needs an answer published after the key was found free."""
+    state = FaultSchedule()
+    state.boot(mode="quorum-strict")
+    state.disk_full(broken=None, name="node2", seconds=8.262423696767197)
+    for order, seconds in ((["node1", "node2", "node3"], 11.649607276309329),
+                           (["node1", "node2", "node3"], 9.736697036656249),
+                           (["node1", "node2", "node3"], 7.693050325416941),
+                           (["node1", "node3", "node2"], 0.2),
+                           (["node1", "node2", "node3"], 0.5992060428244106),
+                           (["node1", "node2", "node3"], 11.13794724117958),
+                           (["node3", "node1", "node2"], 1.9),
+                           (["node2", "node3", "node1"], 5.767140625413996)):
+        state.restart_all(order=order, seconds=seconds)
+        state.safe()
+    state.teardown()

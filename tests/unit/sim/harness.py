@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from appliance.api.app import state_age
 from appliance.channel.failsafe import Received
 from appliance.channel.intents import Intent
 from appliance.channel.local import LocalChannels
@@ -134,6 +135,8 @@ class Simulation:
             if doc is None or staleness(doc, self.now) or node.manager is None:
                 body["state"] = "unknown"
                 body["postgres_writable"] = server.running and not server.in_recovery  # the fencer's sight
+            else:
+                body["state_age"] = state_age(doc, self.now)
             answers.append(parse_status(member.name, body))
         return tuple(answers)
 
