@@ -48,13 +48,6 @@ def _settled(cluster: DemoCluster, primary: str, standbys: list[str], quorum: in
             and view.sync.quorum == quorum and ssn == f"ANY 1 ({names})")
 
 
-def _quorum_events(cluster: DemoCluster, node: str) -> list[str]:
-    """The quorum steps the node's manager took (its last 50 events)."""
-    events = api_get(cluster, node, "/events")
-    rows = events if isinstance(events, list) else (events or {}).get("events") or []
-    return [f"{e.get('ts')} {e.get('reason')}" for e in rows if "quorum" in str(e.get("reason"))]
-
-
 def _metric(text: str, name: str) -> float:
     match = re.search(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.MULTILINE)
     assert match, f"{name} not exported"
@@ -90,8 +83,11 @@ def test_quorum_mode_answers_and_survives_a_primary_kill(cluster: DemoCluster) -
         assert _metric(metrics, "patroni_quorum_standby") == role
         assert _metric(metrics, "patroni_sync_standby") == 0
     assert "synchronous_mode is quorum" in _api(cluster, standbys[0], "/sync").json()["reason"]
-    roles = {m["name"]: m["role"] for m in api_get(cluster, primary, "/cluster")["members"]}
-    assert roles == {primary: "leader", **dict.fromkeys(standbys, "quorum_standby")}, _quorum_events(cluster, primary)
+    # The primary publishes the view it read at the start of a loop: the one that wrote the voters
+    # shows them in its next loop's /cluster (seconds later on this loaded machine).
+    want = {primary: "leader", **dict.fromkeys(standbys, "quorum_standby")}
+    wait_until("the primary's /cluster showing both quorum standbys",
+               lambda: {m["name"]: m["role"] for m in api_get(cluster, primary, "/cluster")["members"]} == want, 15)
 
     with writable_poller(cluster) as poll, Ledger(cluster.dsn("primary")) as ledger:
         wait_until("some acknowledged writes", lambda: len(ledger.acked) > 50, 30)
