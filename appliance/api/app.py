@@ -122,6 +122,12 @@ def _member_urls(ctx: ApiContext) -> Iterable[str]:
         return [str(m.get("api_url")) for m in members if m.get("api_url")]
 
 
+def state_age(doc: StateDoc, now: float) -> float:
+    """Seconds since the manager published ``doc`` (beyond Patroni: a quorum vote counts only from
+    an answer published after the leader key was freed, core/election.py)."""
+    return round(max(0.0, now - float(doc.get("updated_mono") or 0.0)), 3)
+
+
 def _patroni_body(doc: StateDoc | None) -> dict[str, Any]:
     if doc is None:
         return {"state": PgState.UNKNOWN, "role": Role.UNINITIALIZED}
@@ -142,6 +148,8 @@ def _register_status(app: Flask, reader: StateReader, clock: Callable[[], float]
                 # What the fencer sees: a leader race elsewhere must not promote beside a server
                 # that a paused lease order leaves unfenced (its manager froze before a resume).
                 body["postgres_writable"] = pg_writable()
+        elif doc is not None:
+            body["state_age"] = state_age(doc, clock())
         return jsonify(body)
 
     @app.get("/cluster")

@@ -41,11 +41,13 @@ def classify(path: str) -> str | None:
         (("",), "primary"),
         (("standby-leader",), "standby_leader"),
         (("read-only-sync", "read-only-synchronous"), "read_only_sync"),
+        (("read-only-quorum",), "read_only_quorum"),
         (("read-only", "readonly"), "read_only"),
         (("leader",), "leader"),
         (("primary", "master", "read-write"), "primary"),
         (("asynchronous", "async"), "async"),
         (("synchronous", "sync"), "sync"),
+        (("quorum",), "quorum"),
         (("replica",), "replica"),
         (("health",), "health"),
         (("liveness",), "liveness"),
@@ -156,29 +158,52 @@ def _read_only(doc: StateDoc, args: Mapping[str, str], now: float) -> Verdict:
     return primary if primary.code == 200 else _replica(doc, args, now)
 
 
-def _is_sync(doc: StateDoc) -> bool:
+def _listed(doc: StateDoc) -> bool:
+    """Named in the sync key: a synchronous standby, or in quorum mode a voter (a quorum standby)."""
     return doc.get("name") in ((doc.get("cluster") or {}).get("sync_standby") or [])
+
+
+def _quorum_mode(doc: StateDoc) -> bool:
+    return bool((doc.get("cluster") or {}).get("quorum"))
 
 
 def _sync(doc: StateDoc, args: Mapping[str, str], now: float) -> Verdict:
     if not doc.get("dcs_ok"):
         return Verdict(503, "DCS unreachable: sync state unknown")
-    if not _is_sync(doc):
+    if _quorum_mode(doc):
+        return Verdict(503, "synchronous_mode is quorum: no synchronous standby, see /quorum")
+    if not _listed(doc):
         return Verdict(503, "not a synchronous standby")
+    return _replica(doc, args, now)
+
+
+def _quorum(doc: StateDoc, args: Mapping[str, str], now: float) -> Verdict:
+    if not doc.get("dcs_ok"):
+        return Verdict(503, "DCS unreachable: sync state unknown")
+    if not _quorum_mode(doc):
+        return Verdict(503, "synchronous_mode is not quorum")
+    if not _listed(doc):
+        return Verdict(503, "not a quorum standby (not a voter in the sync key)")
     return _replica(doc, args, now)
 
 
 def _async(doc: StateDoc, args: Mapping[str, str], now: float) -> Verdict:
     if not doc.get("dcs_ok"):
         return Verdict(503, "DCS unreachable: sync state unknown")
-    if _is_sync(doc):
-        return Verdict(503, "a synchronous standby, not asynchronous")
+    if _listed(doc):
+        kind = "quorum" if _quorum_mode(doc) else "synchronous"
+        return Verdict(503, f"a {kind} standby, not asynchronous")
     return _replica(doc, args, now)
 
 
 def _read_only_sync(doc: StateDoc, args: Mapping[str, str], now: float) -> Verdict:
     primary = _primary(doc, args, now)
     return primary if primary.code == 200 else _sync(doc, args, now)
+
+
+def _read_only_quorum(doc: StateDoc, args: Mapping[str, str], now: float) -> Verdict:
+    primary = _primary(doc, args, now)
+    return primary if primary.code == 200 else _quorum(doc, args, now)
 
 
 def _health(doc: StateDoc, args: Mapping[str, str], now: float) -> Verdict:
@@ -230,6 +255,8 @@ _CHECKS = {
     "sync": _sync,
     "async": _async,
     "read_only_sync": _read_only_sync,
+    "quorum": _quorum,
+    "read_only_quorum": _read_only_quorum,
     "health": _health,
     "readiness": _readiness,
 }

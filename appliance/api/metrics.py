@@ -160,6 +160,8 @@ def patroni_metrics(f: _Families, doc: StateDoc, fresh: bool) -> None:
     f.gauge("patroni_replica", "Value is 1 if this node is a replica, 0 otherwise.", float(role == Role.REPLICA))
     f.gauge("patroni_sync_standby", "Value is 1 if this node is a sync standby, 0 otherwise.",
             float(bool(pd.get("sync_standby"))))
+    f.gauge("patroni_quorum_standby", "Value is 1 if this node is a quorum standby, 0 otherwise.",
+            float(bool(pd.get("quorum_standby"))))
     f.gauge("patroni_xlog_received_location", "Current location of the received Postgres transaction log, 0 if this "
             "node is not a replica. (TYPE counter in Patroni.)", _num(xlog.get("received_location")))
     f.gauge("patroni_xlog_replayed_location", "Current location of the replayed Postgres transaction log, 0 if this "

@@ -12,7 +12,8 @@ from appliance.config.schema import DynamicConfig
 
 HEALTH_PATHS = (
     "primary", "master", "read-write", "leader", "standby-leader", "standby_leader", "replica", "read-only",
-    "synchronous", "sync", "read-only-sync", "read-only-synchronous", "asynchronous", "async", "health",
+    "synchronous", "sync", "read-only-sync", "read-only-synchronous", "quorum", "read-only-quorum", "asynchronous",
+    "async", "health",
 )
 STATUS_ONLY_PATHS = ("liveness", "readiness")  # even on GET: the status line, no body
 TEXT = {"text/plain": {"schema": {"type": "string"}}}

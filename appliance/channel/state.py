@@ -39,6 +39,7 @@ class ClusterDoc(TypedDict, total=False):
 
     leader: str | None
     sync_standby: list[str]
+    quorum: bool  # synchronous_mode: quorum (sync_standby then lists the voters)
     config: dict[str, Any] | None  # the dynamic configuration document, as stored
     history: list[list[Any]]  # Patroni's rows: [timeline, lsn, reason, timestamp, new_leader]
     patroni_cluster: dict[str, Any]  # the GET /cluster body

@@ -14,7 +14,7 @@ from appliance.config.patroni_keys import DYNAMIC_POSTGRESQL_IGNORED, DYNAMIC_TO
 from appliance.config.schema import CLUSTER_WIDE_MINIMUMS, DynamicConfig, DynamicPostgresql
 from appliance.config.tree import Tree, dotted, flatten, leaf_paths, merge
 from appliance.config.validation import problems_from
-from appliance.core.flags import parse_bool
+from appliance.core.flags import QUORUM, parse_bool
 
 DCS_SOURCE = "dcs config"
 DYNAMIC_TOP_KEYS = frozenset(DynamicConfig.model_fields) - {"postgresql"}
@@ -126,6 +126,11 @@ def _coerce_strings(merged: Tree, sources: Origin) -> list[str]:
             merged[key] = int(text)
         elif field.annotation is bool and parse_bool(text) is not None:
             merged[key] = parse_bool(text)
+        elif key == "synchronous_mode" and (text == QUORUM or parse_bool(text) is not None):
+            coerced = QUORUM if text == QUORUM else parse_bool(text)
+            if coerced == value:
+                continue
+            merged[key] = coerced
         else:
             continue
         name, source = _locate(sources, (key,))

@@ -11,6 +11,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     StrictBool,
     StrictInt,
     field_validator,
@@ -111,6 +112,17 @@ class DynamicPostgresql(_Strict):
     pg_hba: list[str] | None = None
 
 
+def _sync_mode(value: Any) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    if value == "quorum":
+        return "quorum"
+    raise ValueError(f'must be true, false or "quorum" (got {value!r})')
+
+
+SyncMode = Annotated[bool | str, PlainValidator(_sync_mode, json_schema_input_type=bool | Literal["quorum"])]
+
+
 class DynamicConfig(_Strict):
     """The DCS ``config`` key (Patroni names). Defaults are the appliance's shipped timings."""
 
@@ -125,7 +137,8 @@ class DynamicConfig(_Strict):
     maximum_lag_on_syncnode: StrictInt = Field(default=-1, ge=-1, le=MAX_LAG)
     primary_start_timeout: StrictInt = Field(default=30, ge=0, le=86400)
     primary_stop_timeout: StrictInt = Field(default=0, ge=0, le=86400)
-    synchronous_mode: StrictBool = False
+    # true/false, or Patroni 4's "quorum": ANY n commit with the sync key's voters and quorum (core/quorum.py).
+    synchronous_mode: SyncMode = False
     synchronous_mode_strict: StrictBool = False
     synchronous_node_count: StrictInt = Field(default=1, ge=1, le=32)
     check_timeline: StrictBool = False

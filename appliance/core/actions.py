@@ -154,10 +154,11 @@ class EnsureSlots(Action):
 
 @dataclass(frozen=True)
 class WriteSync(Action):
-    """Write the ``sync`` key: leader = us, sync_standby = ``standbys`` (CAS on ``revision``)."""
+    """Write the ``sync`` key: leader = us, sync_standby = ``standbys``, ``quorum`` (CAS on ``revision``)."""
 
     standbys: tuple[str, ...] = ()
     revision: int | None = None
+    quorum: int = 0  # Patroni writes 0 outside quorum mode
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ def ineligible_reason(view: ClusterView, local: LocalState, cfg: HaSettings) -> 
         return None  # a manual failover names us: the API already checked the candidate
     if candidate is not None and _candidate_can_promote(view, local.peers, candidate, cfg):
         return f"a manual failover names {candidate}"
+    if quorum_active(view, cfg):
+        return _quorum_problem(view, local, cfg)
     for peer in local.peers:
         why = _peer_beats_us(peer, view, local, cfg)
         if why:
@@ -42,7 +44,7 @@ def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> st
         return "WAL position unknown"
     if cfg.failsafe_mode and view.failsafe and local.name not in view.failsafe:
         return "not listed in /failsafe"
-    unsynced = sync_problem(view, local.name, cfg.synchronous_mode)
+    unsynced = sync_problem(view, local.name, cfg.sync_only)
     if unsynced:
         return f"synchronous_mode: {unsynced}"
     optime = view.status.optime
@@ -63,6 +65,7 @@ def _another_can_take_over(view: ClusterView, local: LocalState, cfg: HaSettings
     standby counts, not the sync key's (stale) leader."""
     fo = view.failover
     sync = view.sync if cfg.synchronous_mode and view.sync is not None and view.sync.leader else None
+    able = 0
     for peer in local.peers:
         if peer.name in (local.name, fo.member if fo else None) or not (peer.reachable and peer.running):
             continue
@@ -72,8 +75,73 @@ def _another_can_take_over(view: ClusterView, local: LocalState, cfg: HaSettings
             continue
         if wal_lag(view.status.optime, peer.wal_position) > cfg.maximum_lag_on_failover:
             continue
-        return True
-    return False
+        able += 1
+    # Quorum mode (Patroni's is_failover_possible): quorum + 1 voters must be able to take over.
+    needed = (sync.quorum or 0) + 1 if sync is not None and cfg.synchronous_quorum else 1
+    return able >= needed
+
+
+def quorum_active(view: ClusterView, cfg: HaSettings) -> bool:
+    """synchronous_mode: quorum, and a leader already wrote the sync key (Patroni's
+    quorum_commit_mode_is_active): a leader race then needs the votes of the key's voting set."""
+    return cfg.synchronous_quorum and view.sync is not None and bool(view.sync.leader)
+
+
+def _quorum_problem(view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
+    """Patroni's quorum rule of the healthiest-node check. The voting set is the key's voters and
+    its leader; a member of it counts itself. Each other member of it that answers (with a state
+    published since the key was freed), runs, may be promoted and is not ahead of us is a vote;
+    ``quorum`` votes are needed. Then at least one of those we saw holds every acknowledged commit
+    (core/quorum.py), and we have all they have. A member ahead of us wins, except the key's leader
+    (the former primary), which is not counted. The key's leader itself may take the key again when
+    nobody it saw is ahead of it."""
+    sync = view.sync
+    assert sync is not None and sync.leader is not None and local.wal_position is not None
+    voting = {sync.leader, *sync.sync_standby}
+    needed = sync.quorum or 0
+    votes = 0 if local.name in voting else -1
+    ahead = stale = 0
+    fo = view.failover
+    leaving = fo.leader if fo is not None and fo.leader and switchover_due(view, local) else None
+    for peer in local.peers:
+        if peer.name == local.name or not peer.reachable:
+            continue
+        writable = accepts_writes(peer)
+        if writable:
+            return writable
+        if view.member(peer.name) is None or peer.name not in voting or peer.name == leaving \
+                or tag_problem(peer.tags):
+            continue  # the last leader gone from the DCS is asked only whether it accepts writes
+        if not peer.running or peer.wal_position is None:
+            continue
+        if not _published_since_vacancy(peer, local):
+            stale += 1
+            continue
+        if peer.wal_position > local.wal_position:
+            ahead += 1
+            if peer.name == sync.leader:
+                continue  # the former primary may be ahead with commits nobody acknowledged
+            return f"{peer.name} has more WAL ({peer.wal_position} > {local.wal_position})"
+        if (peer.wal_position == local.wal_position and peer.name != sync.leader
+                and peer.tags.failover_priority > cfg.tags.failover_priority):
+            return f"{peer.name} has the same WAL and a higher failover_priority"
+        votes += 1
+    if votes >= needed or (ahead == 0 and sync.leader == local.name):
+        return None
+    members = ",".join(sorted(voting))
+    waiting = f"; {stale} answer(s) from before the leader key was freed" if stale else ""
+    return (f"synchronous_mode quorum: {max(votes, 0)} vote(s) of the {needed} needed from the voting set "
+            f"({members}){'' if local.name in voting else '; not a voter: one more is needed'}{waiting}")
+
+
+def _published_since_vacancy(peer: PeerStatus, local: LocalState) -> bool:
+    """A peer's answer comes from the state its manager published last, up to a loop old, and a voter
+    may have received more WAL since (the last commits before the old primary stopped). Published
+    after we found the leader key free, it shows every commit acknowledged before: the old primary
+    stopped accepting writes before its key could vanish (fencing) or be released."""
+    if peer.published_ago is None or local.leader_free_since is None:
+        return False
+    return local.now - peer.published_ago > local.leader_free_since
 
 
 def switchover_due(view: ClusterView, local: LocalState) -> bool:
@@ -98,7 +166,7 @@ def _candidate_can_promote(view: ClusterView, peers: tuple[PeerStatus, ...], nam
     for it. One that may not (tagged nofailover, outside the sync set) is ignored, as Patroni does,
     or nobody would ever take over."""
     return any(p.name == name and p.reachable and p.running and not tag_problem(p.tags)
-               and not sync_problem(view, name, cfg.synchronous_mode) for p in peers)
+               and not sync_problem(view, name, cfg.sync_only) for p in peers)
 
 
 def _peer_beats_us(peer: PeerStatus, view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
@@ -112,7 +180,7 @@ def _peer_beats_us(peer: PeerStatus, view: ClusterView, local: LocalState, cfg: 
     fo = view.failover
     if fo is not None and fo.leader == peer.name and switchover_due(view, local):
         return None  # the switchover is away from it: it takes over only when nobody else can
-    if tag_problem(peer.tags) or sync_problem(view, peer.name, cfg.synchronous_mode):
+    if tag_problem(peer.tags) or sync_problem(view, peer.name, cfg.sync_only):
         return None
     if peer.wal_position is None or local.wal_position is None:
         return None

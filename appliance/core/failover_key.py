@@ -48,10 +48,18 @@ def switchover_actions(view: ClusterView, local: LocalState, cfg: HaSettings) ->
 
 
 def _candidate_problem(view: ClusterView, local: LocalState, cfg: HaSettings, name: str | None) -> str | None:
-    sync_only = cfg.synchronous_mode
+    sync_only = cfg.sync_only
     if name is None:
         others = [m for m in view.members if m.name != local.name
                   and candidate_problem(view, m, sync_only=sync_only) is None]
+        sync = view.sync
+        if cfg.synchronous_quorum and sync is not None and sync.leader:
+            # Patroni's is_failover_possible: quorum + 1 voters able to take over (they vote for each other).
+            voters = [m.name for m in others if m.name in sync.sync_standby]
+            needed = (sync.quorum or 0) + 1
+            if len(voters) < needed:
+                return (f"synchronous_mode quorum: {len(voters)} running voter(s), {needed} needed to elect a "
+                        "new primary")
         return None if others else "no running replica can take over"
     member = view.member(name)
     if member is None:

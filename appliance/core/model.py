@@ -25,6 +25,7 @@ class ClusterRole(StrEnum):
     LEADER = "leader"
     STANDBY_LEADER = "standby_leader"
     SYNC_STANDBY = "sync_standby"
+    QUORUM_STANDBY = "quorum_standby"  # a voter of the sync key in synchronous_mode: quorum
     REPLICA = "replica"
 
 

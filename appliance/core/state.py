@@ -41,6 +41,9 @@ class PeerStatus:
     # Only while the peer's manager state is stale: what its API sees of PostgreSQL itself (a live
     # postmaster and no standby.signal, the fencer's sight). None: not reported.
     writable: bool | None = None
+    # How long before this answer its manager published the state it comes from (the peer's own
+    # clock: a duration). The API answers from that state, up to a loop old. None: not reported.
+    published_ago: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class LocalState:
     pending_restart: bool = False  # PostgreSQL reports settings that need a restart
     leader_alive: bool | None = None  # the leader's API confirmed it runs as primary (None: not asked)
     last_leader: LastLeader | None = None  # another node, the leader in our last read that had one
+    leader_free_since: float | None = None  # monotonic: the first tick that found the leader key free (this vacancy)
     fence_problem: str | None = None  # why nothing could fence this node if its manager froze
     stopping: bool = False  # the manager was told to stop: never take the lock or promote now
     retry: Retry | None = None  # the back-off after failed jobs
@@ -125,7 +129,8 @@ class HaSettings:
     max_timelines_history: int = 0
     member_slots_ttl: int = 1800
     failsafe_mode: bool = False
-    synchronous_mode: bool = False
+    synchronous_mode: bool = False  # on, or quorum
+    synchronous_quorum: bool = False  # synchronous_mode: quorum (ANY n commit, core/quorum.py)
     synchronous_mode_strict: bool = False
     synchronous_node_count: int = 1
     pause: bool = False
@@ -134,3 +139,8 @@ class HaSettings:
     check_timeline: bool = False
     tags: Tags = field(default_factory=Tags)  # this node's own
     permanent_slots: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def sync_only(self) -> bool:
+        """Only the sync key's members may be promoted (synchronous_mode on; quorum mode counts votes)."""
+        return self.synchronous_mode and not self.synchronous_quorum

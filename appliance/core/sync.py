@@ -5,17 +5,18 @@ Order matters for safety (synchronous_mode_strict: no acknowledged commit may be
 - a standby joins the ``sync`` key only *after* synchronous_standby_names names it, PostgreSQL
   reports it as sync, and it has flushed past the LSN the primary had when that setting took
   effect (so it holds every commit acknowledged before it became synchronous).
+With ``synchronous_mode: quorum`` the order comes from core/quorum.py instead (quorum_actions).
 """
 
 from __future__ import annotations
 
 import re
 
+from appliance.core import quorum as q
 from appliance.core.actions import Action, SetSyncStandbyNames, WriteSync
 from appliance.core.model import ClusterView
+from appliance.core.quorum import STRICT_PLACEHOLDER as STRICT_PLACEHOLDER
 from appliance.core.state import HaSettings, LocalState
-
-STRICT_PLACEHOLDER = "__patroni_strict_sync_replica_placeholder__"
 
 
 def format_ssn(names: tuple[str, ...], count: int) -> str:
@@ -69,6 +70,8 @@ def sync_actions(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[
     ours = view.sync is not None and view.sync.leader == local.name
     current = set(view.sync.sync_standby) if (ours and view.sync) else set()
     revision = view.sync.mod_revision if view.sync is not None else None
+    if cfg.synchronous_quorum:
+        return quorum_actions(view, local, cfg)
     if not cfg.synchronous_mode:
         acts: list[Action] = []
         if local.synchronous_standby_names:
@@ -76,6 +79,10 @@ def sync_actions(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[
         if view.sync is not None and (view.sync.sync_standby or not ours):
             acts.append(WriteSync("synchronous_mode is off", standbys=(), revision=revision))
         return acts
+    if ours and view.sync is not None and view.sync.quorum:
+        # Left from quorum mode: its voters were not each synchronous. Start over from no standby.
+        return [WriteSync("sync key: leaving quorum mode, no synchronous standby until one confirms",
+                          standbys=(), revision=revision)]
     desired = desired_standbys(view, local, cfg)
     keep = current & set(desired)
     if not ours or keep != current:
@@ -101,3 +108,51 @@ def sync_actions(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[
         return [WriteSync(f"sync key: {','.join(sorted(add))} confirmed synchronous",
                           standbys=tuple(sorted(keep | add)), revision=revision)]
     return []
+
+
+def quorum_candidates(view: ClusterView, local: LocalState, cfg: HaSettings) -> frozenset[str]:
+    """The standbys quorum commit wants (Patroni's ``active``): streaming members not tagged nosync
+    and not beyond maximum_lag_on_syncnode; nofailover ones only as needed to reach
+    synchronous_node_count (they vote, but cannot be promoted)."""
+    lagging = lagging_standbys(local, cfg)
+    able: list[str] = []
+    unpromotable: list[str] = []
+    for conn in sorted(local.replication, key=lambda c: c.application_name):
+        member = view.member(conn.application_name)
+        if member is None or member.tags.nosync or conn.state != "streaming" or conn.application_name in lagging:
+            continue
+        (unpromotable if member.tags.nofailover else able).append(conn.application_name)
+    room = max(0, cfg.synchronous_node_count - len(able))
+    return frozenset(able + unpromotable[:room])
+
+
+def confirmed_standbys(local: LocalState) -> frozenset[str]:
+    """Standbys that flushed past the primary's LSN at the moment the ssn in effect took effect:
+    they hold every commit acknowledged before it."""
+    if local.ssn_set_lsn is None:
+        return frozenset()
+    return frozenset(c.application_name for c in local.replication
+                     if c.state == "streaming" and c.flush_lsn is not None and c.flush_lsn >= local.ssn_set_lsn)
+
+
+def quorum_actions(view: ClusterView, local: LocalState, cfg: HaSettings) -> list[Action]:
+    """synchronous_mode: quorum. The sync key is taken over with no voters first (always safe:
+    core/quorum.py), then one safe step per tick towards ANY n of the wanted standbys."""
+    sync = view.sync
+    revision = sync.mod_revision if sync is not None else None
+    if sync is None or sync.leader != local.name:
+        return [WriteSync("quorum: the sync key names us as leader, no voters until standbys confirm",
+                          standbys=(), quorum=0, revision=revision)]
+    key = q.KeyState(sync.quorum or 0, frozenset(sync.sync_standby))
+    ssn = q.parse_ssn(local.synchronous_standby_names)
+    step = q.next_step(key, ssn, confirmed_standbys(local), quorum_candidates(view, local, cfg),
+                       cfg.synchronous_node_count, cfg.synchronous_mode_strict)
+    if step is None:
+        return []
+    if step.key is not None:
+        voters = tuple(sorted(step.key.voters))
+        return [WriteSync(f"quorum: {step.why}: quorum {step.key.quorum} of ({','.join(voters) or 'none'})",
+                          standbys=voters, quorum=step.key.quorum, revision=revision)]
+    assert step.ssn is not None
+    value = q.format_ssn_value(step.ssn)
+    return [SetSyncStandbyNames(f"quorum: {step.why}: {value or 'none'}", value=value)]

@@ -87,11 +87,10 @@ class DCS(Protocol):
         """Write ``config``: create-only when expected_revision is None, else CAS on mod_revision."""
         ...
 
-    def write_sync(self, leader: str, sync_standby: tuple[str, ...], expected_revision: int | None) -> bool:
-        """Write ``sync`` with CAS (None: create-only; 0 is treated as "absent").
-
-        The implementations also take ``quorum: int | None = 0`` (Patroni writes 0 outside quorum mode).
-        """
+    def write_sync(self, leader: str, sync_standby: tuple[str, ...], expected_revision: int | None,
+                   quorum: int | None = 0) -> bool:
+        """Write ``sync`` with CAS (None: create-only; 0 is treated as "absent"); ``quorum`` is
+        Patroni's field (0 outside quorum mode)."""
         ...
 
     def write_failover(self, failover: Failover, expected_revision: int | None) -> bool:

@@ -107,8 +107,8 @@ class Executor:
             case a.WriteStatus(optime=optime, retain_slots=retain):
                 self.dcs.write_status(ClusterStatus(optime=optime, slots=self.ops.slot_positions(),
                                                     retain_slots=retain))
-            case a.WriteSync(standbys=standbys, revision=revision):
-                return self.dcs.write_sync(self.dcs.name, standbys, revision)
+            case a.WriteSync(standbys=standbys, revision=revision, quorum=quorum):
+                return self.dcs.write_sync(self.dcs.name, standbys, revision, quorum)
             case a.ClearFailover(revision=revision):
                 self.dcs.clear_failover(revision)
             case _:

@@ -222,7 +222,7 @@ class Manager:
             history=self.ops.own_history(status.timeline) if status.queryable else (),
             rewound_from=memory.rewound_from, not_streaming_since=memory.not_streaming_since,
             retained=memory.retained(view, self.name, self.ha.member_slots_ttl, now),
-            last_leader=memory.last_leader,
+            last_leader=memory.last_leader, leader_free_since=memory.leader_free_since,
             failsafe_ok=failsafe_ok, failsafe_leader=failsafe_leader,
         )
         local = self._probe(view, local)

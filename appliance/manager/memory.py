@@ -27,6 +27,7 @@ class Memory:
         self.rewound_from: tuple[str, int] | None = None
         self.member_seen: dict[str, float] = {}  # when each member key was last seen (member_slots_ttl)
         self.last_leader: LastLeader | None = None
+        self.leader_free_since: float | None = None
 
     def track(self, view: ClusterView | None, name: str, status: PgStatus, job: str | None, now: float) -> None:
         # primary_start_timeout counts while the lock is held with PostgreSQL not running as the
@@ -44,6 +45,10 @@ class Memory:
         else:
             self.not_streaming_since = None
         self._track_leader(view, name)
+        if view is not None:
+            free = view.leader is None
+            self.leader_free_since = (self.leader_free_since if self.leader_free_since is not None else now) \
+                if free else None
 
     def _track_leader(self, view: ClusterView | None, name: str) -> None:
         """Remember the leader's last member value while its key is there: both vanish with its lease,
@@ -139,7 +144,12 @@ class PgMemory:
         """Take in one observation: the setting in effect; on a manager restart, what is running."""
         if not status.queryable:
             return
-        self.ssn = status.synchronous_standby_names or ""
+        seen = status.synchronous_standby_names or ""
+        if seen != self.ssn:
+            # Not the value we last set: a reload that took effect after we stopped waiting for it,
+            # or an outside change. When it took effect is unknown: count from now.
+            self.ssn_set_lsn = None
+        self.ssn = seen
         if status.role == Role.PRIMARY and self.ssn_set_lsn is None:
             # Unknown history of the setting (manager restart): only standbys caught up with the
             # present may be named synchronous.

@@ -35,9 +35,12 @@ def wal_position(doc: dict[str, Any]) -> int | None:
 
 def parse_status(name: str, doc: dict[str, Any]) -> PeerStatus:
     writable = doc.get("postgres_writable")  # only in the answer of an API whose manager state is stale
+    age = doc.get("state_age")
     return PeerStatus(name=name, reachable=True, role=doc.get("role"), running=doc.get("state") == PgState.RUNNING,
                       wal_position=wal_position(doc), tags=Tags.from_json(doc.get("tags")),
-                      writable=writable if isinstance(writable, bool) else None)
+                      writable=writable if isinstance(writable, bool) else None,
+                      published_ago=float(age) if isinstance(age, (int, float)) and not isinstance(age, bool)
+                      and age >= 0 else None)
 
 
 def fetch_one(member: Member, timeout: float, client: Client | None = None) -> PeerStatus:

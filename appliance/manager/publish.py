@@ -8,6 +8,7 @@ from typing import Any
 
 from appliance import PATRONI_VERSION, __version__
 from appliance.channel.state import ClusterDoc, ScheduledRestartDoc, StateDoc
+from appliance.core.flags import synchronous_mode
 from appliance.core.model import ClusterRole, ClusterView, Member, PgState, Role
 from appliance.core.state import HaSettings
 from appliance.core.tags import Tags
@@ -101,23 +102,33 @@ def patroni_doc(name: str, scope: str, status: PgStatus, view: ClusterView | Non
     if view is not None:
         doc["cluster_unlocked"] = view.leader is None
         if view.sync is not None and name in view.sync.sync_standby:
-            doc["sync_standby"] = True
+            # Patroni: quorum_standby in synchronous_mode quorum (a voter), else sync_standby.
+            if not quorum_mode(view):
+                doc["sync_standby"] = True
+            elif status.role == Role.REPLICA:  # as Patroni: a replica only (a new primary may still be listed)
+                doc["quorum_standby"] = True
     if dcs_last_seen is not None:
         doc["dcs_last_seen"] = int(dcs_last_seen)
     return doc
+
+
+def quorum_mode(view: ClusterView) -> bool:
+    """The cluster's dynamic config says synchronous_mode: quorum (the sync key lists voters)."""
+    return synchronous_mode((view.config or {}).get("synchronous_mode"))[1]
 
 
 def cluster_doc(scope: str, view: ClusterView) -> dict[str, Any]:
     """The GET /cluster body: every member with role, state, host, port, timeline and lag."""
     leader = view.leader_name
     sync = set(view.sync.sync_standby) if view.sync else set()
+    sync_role = ClusterRole.QUORUM_STANDBY if quorum_mode(view) else ClusterRole.SYNC_STANDBY
     leader_member = view.member(leader)
     leader_lsn = (leader_member.xlog_location if leader_member else None) or view.status.optime
     members = []
     for m in sorted(view.members, key=lambda x: x.name):
         host, port = conn_url_address(m.conn_url)
         role = (ClusterRole.LEADER if m.name == leader
-                else ClusterRole.SYNC_STANDBY if m.name in sync else ClusterRole.REPLICA)
+                else sync_role if m.name in sync else ClusterRole.REPLICA)
         entry: dict[str, Any] = {"name": m.name, "role": role, "state": m.replication_state or m.state
                                  if m.name != leader else m.state,
                                  "api_url": m.api_url, "host": host, "port": port, "timeline": m.timeline,
@@ -163,6 +174,7 @@ def state_doc(*, name: str, scope: str, ha: HaSettings, status: PgStatus, view: 
         cluster = {
             "leader": view.leader_name,
             "sync_standby": list(view.sync.sync_standby) if view.sync else [],
+            "quorum": quorum_mode(view),
             "config": view.config,
             "history": [[h.timeline, h.lsn, h.reason, h.timestamp, h.new_leader] for h in view.history],
             "patroni_cluster": cluster_doc(scope, view),

@@ -143,3 +143,57 @@ def test_parse_lag(text: str | None, value: int | None) -> None:
                                              ("standby_leader", "standby_leader"), ("nothing", None)])
 def test_classify(path: str, check: str | None) -> None:
     assert classify(path) == check
+
+
+QUORUM_CLUSTER = {"sync_standby": ["n1", "n3"], "quorum": True}
+
+
+def _q(role: str = "replica", holder: bool = False, cluster: dict[str, Any] | None = None, **over: Any) -> Any:
+    return state(role=role, holder=holder, cluster=QUORUM_CLUSTER if cluster is None else cluster, **over)
+
+
+@pytest.mark.parametrize(("path", "doc", "code", "why"), [
+    ("/quorum", _q(), 200, None),
+    ("/quorum?lag=1MB", _q(cluster_optime=5000 + 2 * 1048576), 503, "exceeds"),
+    ("/quorum", _q(cluster={"sync_standby": ["n3"], "quorum": True}), 503, "not a quorum standby"),
+    ("/quorum", _q(cluster={"sync_standby": ["n1"]}), 503, "synchronous_mode is not quorum"),
+    ("/quorum", _q(dcs_ok=False), 503, "DCS unreachable"),
+    ("/quorum", _q(role="primary", holder=True), 503, "not replica"),
+    ("/read-only-quorum", _q(), 200, None),
+    ("/read-only-quorum", _q(role="primary", holder=True, cluster={"sync_standby": ["n3"], "quorum": True}), 200,
+     None),
+    ("/read-only-quorum", _q(cluster={"sync_standby": ["n3"], "quorum": True}), 503, "not a quorum standby"),
+    # Patroni: in quorum mode nobody is a sync standby; a voter is not asynchronous.
+    ("/sync", _q(), 503, "synchronous_mode is quorum"),
+    ("/read-only-sync", _q(), 503, "synchronous_mode is quorum"),
+    ("/read-only-sync", _q(role="primary", holder=True), 200, None),
+    ("/async", _q(), 503, "a quorum standby"),
+    ("/async", _q(cluster={"sync_standby": ["n3"], "quorum": True}), 200, None),
+    ("/read-only", _q(), 200, None),
+])
+def test_quorum_paths(path: str, doc: dict[str, Any], code: int, why: str | None) -> None:
+    resp = client(doc).get(path)
+    assert resp.status_code == code
+    if why is not None:
+        assert why in resp.get_json()["reason"]
+    for method in ("HEAD", "OPTIONS"):
+        other = client(doc).open(path, method=method)
+        assert other.status_code == code and other.data == b""
+
+
+def test_quorum_paths_classify() -> None:
+    assert classify("/quorum") == "quorum"
+    assert classify("/read-only-quorum") == "read_only_quorum"
+    assert classify("/read_only_quorum") == "read_only_quorum"
+
+
+def test_patroni_answer_says_how_old_the_state_is_and_a_peer_reads_it() -> None:
+    """Beyond Patroni: /patroni carries state_age, the seconds since the manager published the state
+    it answers from; the leader race reads it (a quorum vote needs an answer newer than the vacancy)."""
+    from appliance.manager.peers import parse_status
+
+    body = client(state(role="replica", holder=False)).get("/patroni").get_json()
+    assert body["state_age"] == 0.5
+    assert parse_status("n1", body).published_ago == 0.5
+    stale = client(state(role="replica", holder=False, updated_mono=NOW - 60)).get("/patroni").get_json()
+    assert "state_age" not in stale and parse_status("n1", stale).published_ago is None

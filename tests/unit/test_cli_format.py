@@ -164,3 +164,10 @@ def test_a_member_whose_key_vanished_but_whose_slot_is_kept_shows_as_stopped() -
         {"name": "n9", "role": "replica", "state": "stopped", "api_url": None, "host": None, "port": None,
          "timeline": None, "tags": {}}]
     assert json.loads(json.dumps(doc)) == doc
+
+
+def test_quorum_standby_role_in_quorum_mode() -> None:
+    """patronictl prints the quorum_standby role as "Quorum Standby" (role.replace('_', ' ').title())."""
+    _, rows = member_rows(view(config={"synchronous_mode": "quorum"},
+                               sync=SyncState(leader="n1", sync_standby=("n2", "n3"), quorum=1)))
+    assert [r[2] for r in rows] == ["Leader", "Quorum Standby", "Quorum Standby"]

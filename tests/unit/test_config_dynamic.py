@@ -138,7 +138,7 @@ def test_validate_dynamic_rejects_with_the_key() -> None:
     assert "at least 25" in problems["postgresql.parameters.max_connections"].reason
     with pytest.raises(ConfigError) as err:
         validate_dynamic({"synchronous_mode": "maybe"}, source="PATCH /config")
-    assert str(err.value.problems[0]).startswith("synchronous_mode (PATCH /config): Input should be")
+    assert str(err.value.problems[0]).startswith("synchronous_mode (PATCH /config): must be true, false or \"quorum\"")
 
 
 def test_validate_dynamic_accepts_and_fills_defaults() -> None:

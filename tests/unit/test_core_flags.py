@@ -71,3 +71,23 @@ def test_the_dynamic_config_reads_boolean_strings_the_same_way(value: str, expec
     assert parse_bool(value) is expected
     doc = {"synchronous_mode": value}
     assert check_dynamic(doc, origin_of(doc, "dcs"), strict=False).config.synchronous_mode is expected
+
+
+@pytest.mark.parametrize(("value", "stored", "sync", "quorum"), [
+    ("quorum", "quorum", True, True), (" Quorum ", "quorum", True, True), (True, True, True, False),
+    ("on", True, True, False), (False, False, False, False)])
+def test_synchronous_mode_quorum_is_acted_on(value: Any, stored: Any, sync: bool, quorum: bool) -> None:
+    """A DCS document with synchronous_mode quorum (any case, as Patroni reads it) reaches the HA
+    settings as quorum mode: accepted means acted on."""
+    doc = {"synchronous_mode": value}
+    dynamic = check_dynamic(doc, origin_of(doc, "dcs"), strict=False).config
+    assert dynamic.synchronous_mode == stored
+    ha = ha_settings(dynamic, LocalConfig.model_validate({"name": "n1", "scope": "s"}))
+    assert (ha.synchronous_mode, ha.synchronous_quorum, ha.sync_only) == (sync, quorum, sync and not quorum)
+
+
+def test_our_own_writes_take_quorum_only_spelled_as_patroni_writes_it() -> None:
+    assert DynamicConfig.model_validate({"synchronous_mode": "quorum"}).synchronous_mode == "quorum"
+    for bad in ("QUORUM", "maybe", 1):
+        with pytest.raises(ValueError, match='must be true, false or "quorum"'):
+            DynamicConfig.model_validate({"synchronous_mode": bad})

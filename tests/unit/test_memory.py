@@ -58,3 +58,18 @@ def test_a_start_that_brings_a_replica_up_clears_the_back_off() -> None:
     assert memory.retry is not None
     memory.after_job(JobResult("start", True, ""), OTHER, READ_ONLY, None, 3.0, "n1")
     assert memory.retry is None
+
+
+def test_the_vacancy_of_the_leader_key_is_timed_from_the_first_read_that_found_it_free() -> None:
+    """Quorum votes count only from answers published after this moment (core/election.py)."""
+    memory = Memory(EventLog())
+    free = ClusterView(initialize="1", members=(Member("n1"), Member("n2")))
+    memory.track(OTHER, "n1", READ_ONLY, None, 10.0)
+    assert memory.leader_free_since is None
+    memory.track(free, "n1", READ_ONLY, None, 11.0)
+    memory.track(free, "n1", READ_ONLY, None, 12.0)
+    memory.track(None, "n1", READ_ONLY, None, 13.0)  # the DCS unreadable: nothing learnt
+    assert memory.leader_free_since == 11.0
+    memory.track(OTHER, "n1", READ_ONLY, None, 14.0)
+    memory.track(free, "n1", READ_ONLY, None, 15.0)
+    assert memory.leader_free_since == 15.0  # a new vacancy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -191,3 +192,23 @@ def test_patroni_doc_and_member_key_report_the_patroni_contract_version() -> Non
     assert about == {"version": "4.1.4", "scope": "demo", "name": "n1", "appliance_version": __version__}
     member = member_value("n1", "postgres://h:5432/postgres", "https://h:8008/patroni", _primary_status(), None, {})
     assert member.version == "4.1.4"
+
+
+def test_quorum_standby_gauge() -> None:
+    """Patroni's patroni_quorum_standby: 1 on a voter of the sync key in synchronous_mode quorum
+    (then patroni_sync_standby is 0), 0 elsewhere."""
+    quorum = replace(VIEW, config={"synchronous_mode": "quorum"},
+                     sync=SyncState(leader="n1", sync_standby=("n2", "n3"), quorum=1))
+    doc = state_doc(name="n2", scope="demo", ha=HaSettings(), status=_replica_status(), view=quorum, job=None,
+                    tags={}, holder=False, lease_expires=None, loop_started=MONO - 0.5, now=MONO - 0.5,
+                    dcs_last_seen=WALL - 1, events=[])
+    doc["pid"] = None
+    text, samples = scrape(doc)
+    v = values(samples)
+    assert (v["patroni_quorum_standby"], v["patroni_sync_standby"]) == (1, 0)
+    assert "# TYPE patroni_quorum_standby gauge" in text
+    assert doc["patroni_doc"]["quorum_standby"] is True
+    roles = {m["name"]: m["role"] for m in doc["cluster"]["patroni_cluster"]["members"]}
+    assert roles == {"n1": "leader", "n2": "quorum_standby", "n3": "quorum_standby"}
+    _, primary = scrape(_doc("n1", _primary_status(), holder=True))
+    assert values(primary)["patroni_quorum_standby"] == 0

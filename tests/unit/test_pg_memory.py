@@ -80,8 +80,20 @@ def test_track_takes_the_setting_in_effect_and_the_lsn_once_on_a_primary() -> No
     assert memory == PgMemory()
     memory.track(PRIMARY, {"a": 1})
     assert (memory.ssn, memory.ssn_set_lsn, memory.written) == ('FIRST 1 ("n2")', 5000, {"a": 1})
-    memory.track(PgStatus(running=True, role="primary", wal_lsn=9000, synchronous_standby_names=""), {"a": 2})
-    assert (memory.ssn, memory.ssn_set_lsn, memory.written) == ("", 5000, {"a": 1})  # the LSN it took effect at stays
+    later = PgStatus(running=True, role="primary", wal_lsn=9000, synchronous_standby_names='FIRST 1 ("n2")')
+    memory.track(later, {"a": 2})
+    assert (memory.ssn, memory.ssn_set_lsn, memory.written) == ('FIRST 1 ("n2")', 5000, {"a": 1})  # the LSN stays
+
+
+def test_a_setting_we_did_not_see_take_effect_counts_from_now() -> None:
+    """A reload that took effect after set_sync_standby_names stopped waiting (or an outside change):
+    when it did is unknown, so only standbys caught up with the present confirm it (else a standby
+    flushed past an older change would count as holding commits it may lack)."""
+    memory = PgMemory()
+    memory.track(PRIMARY, {})
+    memory.track(PgStatus(running=True, role="primary", wal_lsn=9000, synchronous_standby_names='ANY 1 ("n2","n3")'),
+                 {})
+    assert (memory.ssn, memory.ssn_set_lsn) == ('ANY 1 ("n2","n3")', 9000)
 
 
 def test_track_on_a_replica_records_no_lsn_and_not_an_unanswered_status() -> None:

@@ -107,7 +107,7 @@ def view_from_rest(target: Target, url: str) -> ClusterView:
         name = str(item.get("name"))
         if role in (ClusterRole.LEADER, ClusterRole.STANDBY_LEADER):
             leader = name
-        if role == ClusterRole.SYNC_STANDBY:
+        if role in (ClusterRole.SYNC_STANDBY, ClusterRole.QUORUM_STANDBY):
             sync.append(name)
         members.append(Member(
             name=name, conn_url=f"postgres://{item.get('host')}:{item.get('port') or 5432}/postgres",

@@ -25,11 +25,12 @@ def is_synchronous(view: ClusterView) -> bool:
 
 
 def member_role(view: ClusterView, member: Member) -> str:
-    """Leader / Standby Leader / Sync Standby / Replica, as patronictl prints them."""
+    """Leader / Standby Leader / Sync Standby / Quorum Standby / Replica, as patronictl prints them."""
     if member.name == view.leader_name:
         return "Standby Leader" if (view.config or {}).get("standby_cluster") else "Leader"
-    if is_synchronous(view) and view.sync is not None and member.name in view.sync.sync_standby:
-        return "Sync Standby"
+    sync_on, quorum = synchronous_mode((view.config or {}).get("synchronous_mode"))
+    if sync_on and view.sync is not None and member.name in view.sync.sync_standby:
+        return "Quorum Standby" if quorum else "Sync Standby"
     return "Replica"
 
 

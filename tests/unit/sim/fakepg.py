@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from appliance.core.model import HistoryEntry, Member
+from appliance.core.quorum import parse_ssn
 from appliance.core.state import DataDir, JobResult
 from appliance.core.sync import STRICT_PLACEHOLDER, named_in_ssn
 from appliance.core.timelines import merged_history
@@ -103,12 +104,14 @@ class SimPgOps:
 
     def _replication(self) -> tuple[ReplicaConnection, ...]:
         named = named_in_ssn(self.server.ssn)
+        # PostgreSQL's sync_state: "quorum" for the standbys of an ANY n list, "sync" for FIRST n.
+        state = "quorum" if parse_ssn(self.server.ssn).kind == "ANY" else "sync"
         rows = []
         for other in sorted(self.world.servers.values(), key=lambda x: x.name):
             if other.streaming and other.upstream == self.name and other.data is not None:
                 lsn = other.data.lsn
                 rows.append(ReplicaConnection(other.name, "replicator", None, STREAMING,
-                                              "sync" if other.name in named else "async", 1, lsn, lsn, lsn, lsn))
+                                              state if other.name in named else "async", 1, lsn, lsn, lsn, lsn))
         return tuple(rows)
 
     def disk_state(self, running: bool) -> tuple[DataDir, str | None, bool]:

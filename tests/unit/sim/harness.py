@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from appliance.api.app import state_age
 from appliance.channel.failsafe import Received
 from appliance.channel.intents import Intent
 from appliance.channel.local import LocalChannels
@@ -31,7 +32,7 @@ from appliance.manager.loop import Manager
 from appliance.manager.peers import parse_status
 
 from .fakepg import SimJobs, SimPgOps
-from .world import Server, World
+from .world import Data, Server, World
 
 DT = 0.1  # seconds per step: the fencer's period
 SCOPE = "sim"
@@ -134,6 +135,8 @@ class Simulation:
             if doc is None or staleness(doc, self.now) or node.manager is None:
                 body["state"] = "unknown"
                 body["postgres_writable"] = server.running and not server.in_recovery  # the fencer's sight
+            else:
+                body["state_age"] = state_age(doc, self.now)
             answers.append(parse_status(member.name, body))
         return tuple(answers)
 
@@ -233,9 +236,11 @@ class Simulation:
         data = server.data
         if cfg is None or data is None:
             return
-        if cfg.synchronous_mode and view.sync is not None and view.sync.leader and not view.sync.matches(name):
+        if cfg.sync_only and view.sync is not None and view.sync.leader and not view.sync.matches(name):
             self.verdicts.add(self.now, f"{name} promoted outside the sync set {view.sync.sync_standby}")
         named = view.failover is not None and view.failover.member == name
+        if cfg.synchronous_quorum and not named:
+            self._check_quorum(name, data, view)
         lag = wal_lag(view.status.optime, data.lsn)
         if not named and lag > cfg.maximum_lag_on_failover:
             self.verdicts.add(self.now, f"{name} promoted {lag} bytes behind (maximum_lag_on_failover "
@@ -245,6 +250,21 @@ class Simulation:
             if lost:
                 self.verdicts.add(self.now, f"{name} promoted without {len(lost)} acknowledged write(s) "
                                             f"(first {lost[0]}) in strict synchronous mode")
+
+    def _check_quorum(self, name: str, data: Data, view: ClusterView) -> None:
+        """Quorum mode: the node must hold everything that quorum + 1 members of the voting set (the
+        sync key's voters and leader, itself included) hold, as their data stands now. The key's
+        leader itself takes over again on Patroni's other rule (nobody it saw is ahead of it): a
+        node promoted after it may hold WAL it lacks, which that node acknowledged to nobody in
+        strict mode before owning the sync key; the ledger check covers that case."""
+        sync = view.sync
+        if sync is None or not sync.leader or name == sync.leader:
+            return
+        voting = sorted({sync.leader, *sync.sync_standby})
+        covered = [v for v in voting if (d := self.world.servers[v].data) is not None and data.holds(d.timeline, d.lsn)]
+        if len(covered) < (sync.quorum or 0) + 1:
+            self.verdicts.add(self.now, f"{name} promoted holding the WAL of only {covered} of the voting set "
+                                        f"{voting} (quorum {sync.quorum})")
 
     # --- faults ----------------------------------------------------------------------------------
     def crash(self, name: str) -> None:
