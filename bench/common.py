@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -13,16 +14,22 @@ from typing import Any
 import psycopg
 
 from appliance.demo.cluster import DemoCluster
-from tests.support.cluster import new_demo, teardown
+from tests.support.cluster import KEEP_ENV, new_demo, teardown
 
 
 @contextmanager
 def fresh_cluster(up: bool = True, secure: bool = True) -> Iterator[DemoCluster]:
+    """A demo for one benchmark, torn down at the end; after a failure its directory (logs, data)
+    is kept and named on stderr, for the post-mortem."""
     cluster = new_demo(secure=secure)
     try:
         if up:
             cluster.up(wait=True, timeout=240)
         yield cluster
+    except BaseException:
+        os.environ[KEEP_ENV] = "1"
+        print(f"the demo is kept for a post-mortem: {cluster.dir}", file=sys.stderr)
+        raise
     finally:
         teardown_quiet(cluster)
 
