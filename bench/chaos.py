@@ -251,7 +251,10 @@ def chaos(cluster: DemoCluster, seconds: float, mode: str, seed: int, interval: 
     ``mounts``: a mount point per node for its pg_wal tmpfs (the caller unmounts them once the
     cluster is down); without them there is no disk_full fault."""
     if mounts:
-        move_wal_to_tmpfs(cluster, mounts)
+        # Room for max_wal_size (1GB) and wal_keep_size (128MB) and a margin: a 320 MB pg_wal, as
+        # in test_disk_full, filled by itself on every node within 30 minutes of pgbench and the
+        # strict cluster had nowhere to go (the first 30-minute run stopped on that).
+        move_wal_to_tmpfs(cluster, mounts, size_mb=1600)
         wait_until("a healthy cluster, pg_wal on tmpfs", lambda: healthy(cluster), 180, interval=0.5)
     else:
         kinds = tuple(k for k in kinds if k != "disk_full")

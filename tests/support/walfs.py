@@ -23,9 +23,10 @@ def _as_postgres(*argv: str) -> None:
     subprocess.run(["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True, timeout=120)
 
 
-def move_wal_to_tmpfs(cluster: DemoCluster, mounts: dict[str, Path]) -> None:
-    """With the cluster paused, stop each named node's PostgreSQL, put its pg_wal on a new tmpfs
-    mounted at ``mounts[node]``, and let the managers start them again (resume)."""
+def move_wal_to_tmpfs(cluster: DemoCluster, mounts: dict[str, Path], size_mb: int = WAL_FS_MB) -> None:
+    """With the cluster paused, stop each named node's PostgreSQL, put its pg_wal on a new tmpfs of
+    ``size_mb`` mounted at ``mounts[node]``, and let the managers start them again (resume). A
+    filesystem smaller than max_wal_size + wal_keep_size fills up by itself under a long load."""
     patch_config(cluster, {"pause": True})
     wait_until("every node paused", lambda: all(api_get(cluster, n, "/patroni").get("pause") for n in cluster.nodes),
                30)
@@ -33,7 +34,7 @@ def move_wal_to_tmpfs(cluster: DemoCluster, mounts: dict[str, Path]) -> None:
     for node, mount in mounts.items():
         data = cluster.layout.data_dir(node)
         _as_postgres(f"{PG_BIN}/pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={WAL_FS_MB}m,mode=0700", "tmpfs", str(mount)],
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(mount)],
                        check=True)
         shutil.chown(mount, "postgres", "postgres")
         subprocess.run(["cp", "-a", f"{data / 'pg_wal'}/.", str(mount)], check=True)
