@@ -168,7 +168,10 @@ class ChaosRun:
             filler.unlink()
 
     def heal(self, fault: Fault, timeout: float = 180.0) -> None:
-        leader = wait_until("a healthy cluster", lambda: healthy(self.cluster), timeout, interval=0.5)
+        want = fault.target if fault.kind == "switchover" and fault.note == "200" else None
+        # POST /switchover may answer before the candidate runs as primary: healed once it does.
+        leader = wait_until("a healthy cluster", lambda: (h := healthy(self.cluster)) and (want in (None, h)) and h,
+                            timeout, interval=0.5)
         fault.healed_after = time.monotonic() - fault.at
         fault.leader_after = leader
 
