@@ -142,5 +142,8 @@ def _accepts_str(annotation: Any) -> bool:
     if origin is Literal:
         return all(isinstance(arg, str) for arg in typing.get_args(annotation))
     if origin in (Union, types.UnionType):
-        return any(_accepts_str(arg) for arg in typing.get_args(annotation))
+        args = typing.get_args(annotation)
+        # A boolean or a word (synchronous_mode: true or "quorum"): parsed as JSON, so that "true"
+        # is the boolean and "quorum", which is no JSON, stays the word.
+        return not any(arg is bool for arg in args) and any(_accepts_str(arg) for arg in args)
     return False

@@ -181,3 +181,17 @@ def test_parameter_ending_in_file_is_not_a_twin() -> None:
     env = {"APPLIANCE_POSTGRESQL__PARAMETERS__SSL_CERT_FILE": "/etc/ssl/server.crt"}
     eff = resolve(load_local(None, env), None)
     assert eff.postgresql_parameters["ssl_cert_file"] == "/etc/ssl/server.crt"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("true", True), ("false", False), ("quorum", "quorum")])
+def test_synchronous_mode_from_the_env_is_a_boolean_or_the_word_quorum(raw: str, expected: object) -> None:
+    """compose.yaml's APPLIANCE_BOOTSTRAP__DCS__SYNCHRONOUS_MODE: "true" was kept as the string
+    'true' once the field also took "quorum", and every container refused to start (e2e)."""
+    env = {"APPLIANCE_BOOTSTRAP__DCS__SYNCHRONOUS_MODE": raw}
+    effective = resolve(load_local(None, env), None)
+    assert effective.dynamic.synchronous_mode == expected
+
+
+def test_synchronous_mode_from_the_env_refuses_other_words() -> None:
+    with pytest.raises(ConfigError, match="synchronous_mode"):
+        resolve(load_local(None, {"APPLIANCE_BOOTSTRAP__DCS__SYNCHRONOUS_MODE": "on"}), None)
