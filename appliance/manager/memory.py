@@ -88,13 +88,13 @@ class Memory:
 
     def _note(self, result: JobResult, view: ClusterView | None, status: PgStatus, now: float,
               holder: bool = False) -> None:
-        if result.ok and status.queryable and holder and not _runs_as_primary(status):
-            pass  # up read-only under our key: the promotion that follows decides (after_promote)
-        elif result.ok and status.queryable:
-            self.failed = None
-            if self.retry is not None:
-                self.events.emit("retry", f"{result.job} succeeded: back-off cleared")
-            self.retry = None
+        if result.ok and status.queryable:
+            # Up read-only under our key clears nothing: the promotion that follows decides (after_promote).
+            if not holder or _runs_as_primary(status):
+                self.failed = None
+                if self.retry is not None:
+                    self.events.emit("retry", f"{result.job} succeeded: back-off cleared")
+                self.retry = None
         else:
             self.retry = retry.after_failure(self.retry, result.job, now)
             self.failed = result if not result.ok and result.job == "rewind" else None

@@ -105,8 +105,9 @@ class Simulation:
 
     # --- processes -------------------------------------------------------------------------------
     def _boot(self, node: Node) -> None:
-        layers = self._layers.get(node.config_path) or self._layers.setdefault(node.config_path,
-                                                                                load_local(node.config_path, {}))
+        if node.config_path not in self._layers:
+            self._layers[node.config_path] = load_local(node.config_path, {})
+        layers = self._layers[node.config_path]
         dcs = FakeDCS(self.store, node.name, ttl=int(self.dynamic["ttl"]), scope=SCOPE)
         if node.name in self.dcs_cut:
             dcs.available = False
