@@ -510,3 +510,38 @@ def test_quorum_former_primary_takes_over_again_after_an_interrupted_switchover(
     assert sim.lost_acknowledged() == []
     _heals(sim)
     assert sim.lost_acknowledged() == []
+
+
+@pytest.mark.xfail(strict=True, reason="known hole, found by the random schedules after the quorum merge")
+def test_quorum_strict_whole_restart_never_promotes_a_stale_node(tmp_path: Path) -> None:
+    """Quorum mode, strict, synchronous_node_count 2: node1's manager is stopped alone, two
+    switchovers and a hung and a killed PostgreSQL follow, then the whole cluster restarts. node1,
+    on timeline 1 far behind, wins the leader race (the sync key names node3 as leader, node2 as the
+    only voter, quorum 0) and promotes without 97 acknowledged writes. Not fixed yet."""
+    sim = Simulation(tmp_path, dynamic={"synchronous_mode": "quorum", "synchronous_mode_strict": True,
+                                        "synchronous_node_count": 2})
+    assert sim.run_until(lambda: sim.healthy() is None, 30)
+    sim.run(3.6)
+    sim.stop_manager("node1", whole_node=False)
+    sim.run(5.6)
+    leader = _primary(sim)
+    if leader != "node3":
+        sim.switchover(leader, "node3")
+    sim.run(11.3)
+    sim.hang_postgres("node3", True)
+    sim.run(5.4)
+    sim.kill_postgres("node2")
+    sim.run(6.5)
+    leader = sim.leader()
+    if leader is not None and leader != "node1":
+        sim.switchover(leader, "node1")
+    sim.run(1.8)
+    for name in ("node2", "node3", "node1"):
+        sim.stop_manager(name)
+        sim.run(0.5)
+    for name in sim.nodes:
+        sim.boot(name)
+    sim.run(7.8)
+    sim.heal()
+    sim.run(30)
+    assert sim.verdicts.violations == []
