@@ -150,7 +150,11 @@ def feasibility(view: ClusterView, leader: str | None, candidate: str | None, ac
     check = CandidateCheck(view, probe)
     sync_only = check.sync_mode and not check.quorum
     if candidate:
-        if action == "switchover" and sync_only and not (view.sync is not None and view.sync.matches(candidate)):
+        # A switchover candidate must be in the sync key also in quorum mode (the leader cancels one
+        # that is not, core/failover_key.py): Patroni accepts it and lets the leader cancel it.
+        quorum_key = check.quorum and view.sync is not None and bool(view.sync.leader)
+        in_sync = view.sync is not None and view.sync.matches(candidate)
+        if action == "switchover" and (sync_only or quorum_key) and not in_sync:
             listed = ",".join(view.sync.sync_standby) if view.sync else "none"
             return Refusal(412, "candidate name does not match with sync_standby",
                            {candidate: f"not a synchronous standby (sync key: {listed or 'none'})"})

@@ -16,8 +16,8 @@ def tag_problem(tags: Tags) -> str | None:
 
 
 def sync_problem(view: ClusterView, name: str, sync_only: bool) -> str | None:
-    """With synchronous mode (not quorum: there any member may gather votes, core/election.py) and a
-    sync key, only a member it names may be promoted."""
+    """With ``sync_only`` (synchronous mode on; in quorum mode only for a switchover, else any member
+    may gather votes, core/election.py) and a sync key, only a member it names may be promoted."""
     sync = view.sync
     if sync_only and sync is not None and sync.leader and not sync.matches(name):
         listed = ",".join(sync.sync_standby) or "none"

@@ -19,7 +19,7 @@ def ineligible_reason(view: ClusterView, local: LocalState, cfg: HaSettings) -> 
     candidate = _requested_candidate(view, local)
     if candidate == local.name:
         return None  # a manual failover names us: the API already checked the candidate
-    if candidate is not None and _candidate_can_promote(view, local.peers, candidate, cfg):
+    if candidate is not None and _candidate_can_promote(view, local, candidate, cfg):
         return f"a manual failover names {candidate}"
     if quorum_active(view, cfg):
         return _quorum_problem(view, local, cfg)
@@ -44,7 +44,7 @@ def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> st
         return "WAL position unknown"
     if cfg.failsafe_mode and view.failsafe and local.name not in view.failsafe:
         return "not listed in /failsafe"
-    unsynced = sync_problem(view, local.name, cfg.sync_only)
+    unsynced = sync_problem(view, local.name, cfg.sync_only_for(switchover_in_force(view, local)))
     if unsynced:
         return f"synchronous_mode: {unsynced}"
     optime = view.status.optime
@@ -155,18 +155,24 @@ def switchover_due(view: ClusterView, local: LocalState) -> bool:
     return when is not None and when <= local.wall_time
 
 
+def switchover_in_force(view: ClusterView, local: LocalState) -> bool:
+    """A due failover key that names the leader it moves away from (a switchover, not a failover)."""
+    return view.failover is not None and bool(view.failover.leader) and switchover_due(view, local)
+
+
 def _requested_candidate(view: ClusterView, local: LocalState) -> str | None:
     if not switchover_due(view, local):
         return None
     return view.failover.member if view.failover else None
 
 
-def _candidate_can_promote(view: ClusterView, peers: tuple[PeerStatus, ...], name: str, cfg: HaSettings) -> bool:
+def _candidate_can_promote(view: ClusterView, local: LocalState, name: str, cfg: HaSettings) -> bool:
     """The member a manual failover names is alive and may promote itself: then the others wait
     for it. One that may not (tagged nofailover, outside the sync set) is ignored, as Patroni does,
     or nobody would ever take over."""
+    sync_only = cfg.sync_only_for(switchover_in_force(view, local))
     return any(p.name == name and p.reachable and p.running and not tag_problem(p.tags)
-               and not sync_problem(view, name, cfg.sync_only) for p in peers)
+               and not sync_problem(view, name, sync_only) for p in local.peers)
 
 
 def _peer_beats_us(peer: PeerStatus, view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:

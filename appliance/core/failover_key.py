@@ -48,7 +48,7 @@ def switchover_actions(view: ClusterView, local: LocalState, cfg: HaSettings) ->
 
 
 def _candidate_problem(view: ClusterView, local: LocalState, cfg: HaSettings, name: str | None) -> str | None:
-    sync_only = cfg.sync_only
+    sync_only = cfg.sync_only_for(bool(view.failover and view.failover.leader))
     if name is None:
         others = [m for m in view.members if m.name != local.name
                   and candidate_problem(view, m, sync_only=sync_only) is None]

@@ -144,3 +144,10 @@ class HaSettings:
     def sync_only(self) -> bool:
         """Only the sync key's members may be promoted (synchronous_mode on; quorum mode counts votes)."""
         return self.synchronous_mode and not self.synchronous_quorum
+
+    def sync_only_for(self, switchover: bool) -> bool:
+        """Whether only the sync key's members may be promoted now: also in quorum mode while a
+        switchover (a failover key naming the leader) is in force, as Patroni has it: its candidate
+        must be a voter, or it could lack commits the voters acknowledged. A failover without a
+        leader may still name an asynchronous member."""
+        return self.sync_only or (self.synchronous_mode and switchover)

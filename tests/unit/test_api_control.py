@@ -145,6 +145,17 @@ def test_412_sync_mode(tmp_path: Path) -> None:
     assert refusal(resp)[:2] == (412, "switchover is not possible: can not find sync_standby")
 
 
+def test_412_quorum_mode_switchover_to_a_member_outside_the_voters(tmp_path: Path) -> None:
+    """Quorum mode: a switchover's candidate must be a voter too (the leader would cancel it); a
+    failover may still name any member."""
+    cluster = standard_cluster({**CONFIG, "synchronous_mode": "quorum"})
+    assert cluster.node("node1").write_sync("node1", ("node2",), None, quorum=0)
+    client, _ = client_of(tmp_path, cluster)
+    resp = post(client, "/switchover", {"leader": "node1", "candidate": "node3"})
+    assert refusal(resp) == (412, "candidate name does not match with sync_standby",
+                             {"node3": "not a synchronous standby (sync key: node2)"})
+
+
 def test_412_from_the_candidates_own_answer(tmp_path: Path) -> None:
     answers: dict[str, Any] = {
         "node2": OSError("connection refused"),

@@ -199,3 +199,40 @@ def test_the_leader_carries_out_a_switchover_without_candidate_only_with_enough_
     assert "Demote" not in kinds(one) and cancel and "1 running voter(s), 2 needed" in cancel[0].reason
     named = decide(view(sync=key, failover=Failover(leader="n1", member="n2"), members=members), primary(), QUORUM)
     assert "Demote" in kinds(named)  # a named candidate needs no quorum (Patroni)
+
+
+# --- a switchover candidate in quorum mode must be in the sync key (Patroni) -------------------------
+VOTER_N2 = SyncState(leader="n1", sync_standby=("n2",), quorum=0, mod_revision=5)
+
+
+@pytest.mark.parametrize(("failover", "refused"), [
+    (Failover(leader="n1", member="n3"), True),   # a switchover: its candidate must be a voter
+    (Failover(member="n3"), False),               # a failover may name an asynchronous member
+    (Failover(leader="n1", member="n2"), False),  # a voter may be named
+])
+def test_a_named_candidate_outside_the_voters_races_only_for_a_failover(failover: Failover, refused: bool) -> None:
+    """A switchover to n3 (no voter) left in the failover key after a whole-cluster restart made n3
+    skip every check and promote without the writes n2 acknowledged (the simulation's scenario)."""
+    name = failover.member or ""
+    v = view(leader=None, sync=VOTER_N2, failover=failover)
+    local = replica(name, peers=(gone("n1"), peer("n2" if name == "n3" else "n3")), leader_free_since=99.0)
+    reason = ineligible_reason(v, local, QSTRICT)
+    if refused:
+        assert reason is not None and "not a synchronous standby (sync key: n2)" in reason
+    else:
+        assert reason is None
+
+
+def test_the_others_do_not_wait_for_a_switchover_candidate_that_may_not_promote() -> None:
+    """n3, named by a switchover but no voter, cannot take over: n2 (a voter) races instead of waiting."""
+    v = view(leader=None, sync=VOTER_N2, failover=Failover(leader="n1", member="n3"))
+    local = replica("n2", peers=(gone("n1"), peer("n3")), leader_free_since=99.0)
+    assert ineligible_reason(v, local, QSTRICT) is None
+
+
+def test_the_leader_cancels_a_switchover_to_a_member_outside_the_voters() -> None:
+    got = decide(view(sync=VOTER_N2, failover=Failover(leader="n1", member="n3", mod_revision=4)), primary(), QUORUM)
+    cancel = [x for x in got if isinstance(x, a.ClearFailover)]
+    assert "Demote" not in kinds(got) and cancel and "not a synchronous standby" in cancel[0].reason
+    ok = decide(view(sync=VOTER_N2, failover=Failover(leader="n1", member="n2", mod_revision=4)), primary(), QUORUM)
+    assert "Demote" in kinds(ok)

@@ -222,3 +222,22 @@ def test_a_quorum_vote_needs_an_answer_published_after_the_vacancy() -> None:
         state.restart_all(order=order, seconds=seconds)
         state.safe()
     state.teardown()
+
+
+def test_a_switchover_candidate_must_be_a_voter_in_quorum_mode() -> None:
+    """A schedule a 900-schedule campaign found (quorum, strict, synchronous_node_count 2): a burst
+    of switchovers, one naming node1 while its PostgreSQL hung; the leader carried it out although
+    node1 was no voter, and node1, named by the failover key, skipped every check and promoted
+    without 110 acknowledged writes. Fixed with the rule that a switchover's candidate is a voter."""
+    state = FaultSchedule()
+    state.boot(mode="quorum2-strict")
+    for candidate, seconds in ((None, 6.794431329526631), (None, 0.2)):
+        state.switchover(candidate=candidate, seconds=seconds)
+    state.hang_postgres(hung=True, name="node1", seconds=9.015604846839134)
+    for candidate, seconds in ((None, 0.2), (None, 11.528673759721118), (None, 0.2), (None, 0.2), ("node1", 0.25)):
+        state.switchover(candidate=candidate, seconds=seconds)
+        state.safe()
+    state.dcs_cut(cut=True, name="node2", seconds=1.0)
+    state.dcs_cut(cut=False, name="node1", seconds=1.0)
+    state.safe()
+    state.teardown()
