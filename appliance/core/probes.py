@@ -1,11 +1,11 @@
 """Which peers the loop asks before deciding (pure): every member during a leader race (and the last
-leader, gone from the DCS, when its fencer may be disarmed), the leader when our replication stalls;
+leader, gone from the DCS), the leader when our replication stalls;
 and what an answer says: running as primary, or still accepting writes."""
 
 from __future__ import annotations
 
 from appliance.core.model import ClusterView, Member, ReplicationState, Role
-from appliance.core.state import LastLeader, LocalState, PeerStatus
+from appliance.core.state import LocalState, PeerStatus
 
 
 def _may_race(view: ClusterView | None, local: LocalState) -> bool:
@@ -24,28 +24,20 @@ def probe_peers(view: ClusterView | None, local: LocalState) -> tuple[str, ...]:
     return tuple(m.name for m in view.members if m.name != local.name)
 
 
-def fencer_may_be_disarmed(last: LastLeader, config_revision: int = 0) -> bool:
-    """The last leader's fencer may obey a paused lease order, which no lease expiry ends: its last
-    member value said "pause", or it had not published since the dynamic config last changed, as of
-    that read or of ``config_revision`` (the view now: a pause and resume while this node was frozen
-    or cut off, that the leader may have read before it went silent). Otherwise its order was armed:
-    it stopped accepting writes before its lease could expire, and there is nothing to ask."""
-    changed = max(last.config_revision, config_revision)
-    return bool(last.member.extra.get("pause")) or last.member.mod_revision < changed
-
-
 def probe_last_leader(view: ClusterView | None, local: LocalState) -> Member | None:
     """The last leader to ask, during a leader race, whether its PostgreSQL still accepts writes: its
-    key and member key are gone (a lease ran out) and its fencer may be disarmed. A resume that its
-    manager never saw (frozen, starved) leaves a writable server behind; an unreachable node counts as
-    not writable (crashed, or partitioned with an armed order)."""
+    key and member key are gone, with their lease. Patroni asks the members of its last view too. A
+    lease that ended early (a stale etcd leader revoked it, etcd#15247) leaves a primary that still
+    runs and takes the key again if the others wait for it; a pause and resume its manager never saw
+    (frozen, starved) leaves a server its fencer does not stop. An unreachable node counts as not
+    writable (crashed, or partitioned: its fencer acted before the lease could expire)."""
     last = local.last_leader
     if view is None or last is None or not _may_race(view, local):
         return None
     member = last.member
     if member.name == local.name or view.member(member.name) is not None or not member.api_url:
         return None
-    return member if fencer_may_be_disarmed(last, view.config_revision) else None
+    return member
 
 
 def probe_cut_off(view: ClusterView | None, local: LocalState, paused: bool) -> bool:

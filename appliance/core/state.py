@@ -48,12 +48,11 @@ class PeerStatus:
 
 @dataclass(frozen=True)
 class LastLeader:
-    """The leader as this node saw it last, while its key was there: its members/<name> value and
-    the dynamic config's revision in the same read. Its leader key and member key share one lease and
-    vanish together, so this is all the leader race that follows knows about it."""
+    """The leader as this node saw it last, while its key was there: its members/<name> value. Its
+    leader key and member key share one lease and vanish together, so this is all the leader race
+    that follows knows about it."""
 
     member: Member
-    config_revision: int = 0
 
 
 @dataclass(frozen=True)

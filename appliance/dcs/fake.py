@@ -70,6 +70,13 @@ class FakeStore:
         with self._lock:
             self._expire()
 
+    def revoke(self, lease_id: int) -> None:
+        """Revoke a lease and delete its keys now (etcd's LeaseRevoke; a thawed stale etcd leader
+        did this to a lease that was being kept alive, etcd#15247)."""
+        with self._lock:
+            if self._leases.pop(lease_id, None) is not None:
+                self._apply([Delete(k) for k, e in list(self._kv.items()) if e.lease == lease_id])
+
     def lease_ids(self) -> list[int]:
         with self._lock:
             self._expire()

@@ -60,7 +60,7 @@ class Memory:
             return
         member = view.member(view.leader.name)
         if member is not None:
-            self.last_leader = LastLeader(member, view.config_revision)
+            self.last_leader = LastLeader(member)
         elif self.last_leader is not None and self.last_leader.member.name != view.leader.name:
             self.last_leader = None
 

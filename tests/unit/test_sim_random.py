@@ -126,6 +126,12 @@ class FaultSchedule(RuleBasedStateMachine):
         self.sim.store.available = True
         self.sim.run(seconds)
 
+    @rule(seconds=pause)
+    def lease_revoked(self, seconds: float) -> None:
+        """A stale etcd leader, thawed, revokes the leader key's lease early (etcd#15247)."""
+        self.sim.revoke_leader_lease()
+        self.sim.run(seconds)
+
     @rule(name=node, seconds=pause)
     def kill_postgres(self, name: str, seconds: float) -> None:
         self.sim.kill_postgres(name)

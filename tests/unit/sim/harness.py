@@ -305,6 +305,13 @@ class Simulation:
             assert isinstance(dcs, FakeDCS)
             dcs.available = not cut
 
+    def revoke_leader_lease(self) -> None:
+        """etcd revokes the lease of the leader key while its holder keeps it alive (a stale etcd
+        leader, frozen and thawed: etcd#15247): the leader and its member key vanish at once."""
+        row = self.store.entry(f"/service/{SCOPE}/leader")
+        if row is not None and row.lease:
+            self.store.revoke(row.lease)
+
     def kill_postgres(self, name: str) -> None:
         self.world.servers[name].stop()
 
