@@ -79,6 +79,10 @@ class Simulation:
         self.nodes: dict[str, Node] = {}
         self._layers: dict[str, LocalLayers] = {}  # each node's file read once (it never changes here)
         self.dcs_cut: set[str] = set()
+        # A lease the DCS revoked early breaks its promise: its holder believes in the deadline of
+        # its last renewal until it reads again, while another node may rightly take the free key.
+        # That belief (this deadline, not a later one) is not counted; two writable nodes still are.
+        self.revoked: dict[str, float | None] = {}
         # The node-local files (state document, lease order, fencer report) in memory: the same
         # documents the real processes exchange, without the file system (5x faster).
         self.states: dict[str, StateDoc] = {}
@@ -215,7 +219,8 @@ class Simulation:
             self.verdicts.add(self.now, f"two writable primaries: {writable}")
         believers = [n.name for n in self.nodes.values() if n.manager is not None and n.up
                      and n.manager.fencing.holder and n.manager.fencing.deadline is not None
-                     and n.manager.fencing.deadline > self.now]
+                     and n.manager.fencing.deadline > self.now
+                     and self.revoked.get(n.name, -1.0) != n.manager.fencing.deadline]
         if len(believers) > 1:
             self.verdicts.add(self.now, f"two nodes believe they hold a valid lease: {believers}")
 
@@ -311,6 +316,9 @@ class Simulation:
         row = self.store.entry(f"/service/{SCOPE}/leader")
         if row is not None and row.lease:
             self.store.revoke(row.lease)
+            node = self.nodes.get(row.value)
+            if node is not None and node.manager is not None:
+                self.revoked[row.value] = node.manager.fencing.deadline
 
     def kill_postgres(self, name: str) -> None:
         self.world.servers[name].stop()
