@@ -144,12 +144,13 @@ def _register_status(app: Flask, reader: StateReader, clock: Callable[[], float]
         if why:
             body["state"] = PgState.UNKNOWN
             body["reason"] = why
-            if pg_writable is not None:
-                # What the fencer sees: a leader race elsewhere must not promote beside a server
-                # that a paused lease order leaves unfenced (its manager froze before a resume).
-                body["postgres_writable"] = pg_writable()
         elif doc is not None:
             body["state_age"] = state_age(doc, clock())
+        if pg_writable is not None:
+            # What the fencer sees, now: a leader race elsewhere must not promote beside a server
+            # that accepts writes, whatever the manager's state (up to a loop old) says: it may have
+            # promoted since it published, or froze before a resume left its lease order unfenced.
+            body["postgres_writable"] = pg_writable()
         return jsonify(body)
 
     @app.get("/cluster")

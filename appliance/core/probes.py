@@ -1,5 +1,5 @@
-"""Which peers the loop asks before deciding (pure): every member during a leader race (and the last
-leader, gone from the DCS), the leader when our replication stalls;
+"""Which peers the loop asks before deciding (pure): every member during a leader race (and those of
+our last read with a leader that are gone from the DCS since), the leader when our replication stalls;
 and what an answer says: running as primary, or still accepting writes."""
 
 from __future__ import annotations
@@ -24,20 +24,18 @@ def probe_peers(view: ClusterView | None, local: LocalState) -> tuple[str, ...]:
     return tuple(m.name for m in view.members if m.name != local.name)
 
 
-def probe_last_leader(view: ClusterView | None, local: LocalState) -> Member | None:
-    """The last leader to ask, during a leader race, whether its PostgreSQL still accepts writes: its
-    key and member key are gone, with their lease. Patroni asks the members of its last view too. A
-    lease that ended early (a stale etcd leader revoked it, etcd#15247) leaves a primary that still
-    runs and takes the key again if the others wait for it; a pause and resume its manager never saw
-    (frozen, starved) leaves a server its fencer does not stop. An unreachable node counts as not
-    writable (crashed, or partitioned: its fencer acted before the lease could expire)."""
-    last = local.last_leader
-    if view is None or last is None or not _may_race(view, local):
-        return None
-    member = last.member
-    if member.name == local.name or view.member(member.name) is not None or not member.api_url:
-        return None
-    return member
+def probe_vanished(view: ClusterView | None, local: LocalState) -> tuple[Member, ...]:
+    """The members to ask, during a leader race, whether their PostgreSQL still accepts writes: those
+    of our last read with a leader key (Patroni's old_cluster) whose member key is gone now, with
+    its lease. The last leader is one of them: a lease that ended early (a stale etcd leader revoked
+    it, etcd#15247) leaves a primary that still runs and takes the key again if the others wait for
+    it, and it may have become leader between two of our reads; a pause and resume its manager never
+    saw (frozen, starved) leaves a server its fencer does not stop. An unreachable node counts as not
+    writable (crashed, or partitioned: its fencer acted before its lease could expire)."""
+    if view is None or not _may_race(view, local):
+        return ()
+    return tuple(m for m in local.remembered
+                 if m.name != local.name and view.member(m.name) is None and m.api_url)
 
 
 def probe_cut_off(view: ClusterView | None, local: LocalState, paused: bool) -> bool:

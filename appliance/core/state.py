@@ -47,15 +47,6 @@ class PeerStatus:
 
 
 @dataclass(frozen=True)
-class LastLeader:
-    """The leader as this node saw it last, while its key was there: its members/<name> value. Its
-    leader key and member key share one lease and vanish together, so this is all the leader race
-    that follows knows about it."""
-
-    member: Member
-
-
-@dataclass(frozen=True)
 class JobResult:
     """Outcome of the last long job (bootstrap, clone, rewind, reinitialize), consumed by one tick."""
 
@@ -101,7 +92,9 @@ class LocalState:
     peers: tuple[PeerStatus, ...] = ()
     pending_restart: bool = False  # PostgreSQL reports settings that need a restart
     leader_alive: bool | None = None  # the leader's API confirmed it runs as primary (None: not asked)
-    last_leader: LastLeader | None = None  # another node, the leader in our last read that had one
+    # The members of our last read that had a leader key (Patroni's old_cluster): member keys vanish
+    # with their lease, so a leader race asks those gone since whether they still accept writes.
+    remembered: tuple[Member, ...] = ()
     leader_free_since: float | None = None  # monotonic: the first tick that found the leader key free (this vacancy)
     fence_problem: str | None = None  # why nothing could fence this node if its manager froze
     stopping: bool = False  # the manager was told to stop: never take the lock or promote now

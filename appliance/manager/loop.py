@@ -222,7 +222,7 @@ class Manager:
             history=self.ops.own_history(status.timeline) if status.queryable else (),
             rewound_from=memory.rewound_from, not_streaming_since=memory.not_streaming_since,
             retained=memory.retained(view, self.name, self.ha.member_slots_ttl, now),
-            last_leader=memory.last_leader, leader_free_since=memory.leader_free_since,
+            remembered=memory.remembered, leader_free_since=memory.leader_free_since,
             failsafe_ok=failsafe_ok, failsafe_leader=failsafe_leader,
         )
         local = self._probe(view, local)
@@ -233,11 +233,10 @@ class Manager:
         """Ask the peers core.probes names (a leader race, a stalled replica) and add their answers."""
         names = probes.probe_peers(view, local)
         asked = [m for m in view.members if m.name in names] if view is not None else []
-        last = probes.probe_last_leader(view, local)
-        if last is not None:
-            asked.append(last)
+        vanished = probes.probe_vanished(view, local)
+        asked.extend(vanished)
         if asked:
-            quick = (last.name,) if last is not None else ()
+            quick = tuple(m.name for m in vanished)
             local = dataclasses.replace(local, peers=self.fetch_peers(asked, quick=quick))
         if probes.probe_cut_off(view, local, self.ha.pause):
             others = [m for m in self.known_members if m.name != self.name]

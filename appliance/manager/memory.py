@@ -12,7 +12,7 @@ from typing import Any
 
 from appliance.core import retry
 from appliance.core.model import ClusterView, HistoryEntry, Member, PgState, ReplicationState, Role
-from appliance.core.state import JobResult, LastLeader, Retry
+from appliance.core.state import JobResult, Retry
 from appliance.manager.events import EventLog
 from appliance.postgres.status import PgStatus
 
@@ -26,7 +26,7 @@ class Memory:
         self.failed: JobResult | None = None  # a failed rewind decide() still has to answer (after back-off)
         self.rewound_from: tuple[str, int] | None = None
         self.member_seen: dict[str, float] = {}  # when each member key was last seen (member_slots_ttl)
-        self.last_leader: LastLeader | None = None
+        self.remembered: tuple[Member, ...] = ()  # the members of the last read with a leader key
         self.leader_free_since: float | None = None
 
     def track(self, view: ClusterView | None, name: str, status: PgStatus, job: str | None, now: float) -> None:
@@ -44,25 +44,18 @@ class Memory:
             self.not_streaming_since = self.not_streaming_since if self.not_streaming_since is not None else now
         else:
             self.not_streaming_since = None
-        self._track_leader(view, name)
+        self._track_leader(view)
         if view is not None:
             free = view.leader is None
             self.leader_free_since = (self.leader_free_since if self.leader_free_since is not None else now) \
                 if free else None
 
-    def _track_leader(self, view: ClusterView | None, name: str) -> None:
-        """Remember the leader's last member value while its key is there: both vanish with its lease,
-        and the leader race that follows may have to ask it whether it still accepts writes."""
-        if view is None or view.leader is None:
-            return
-        if view.leader.name == name:
-            self.last_leader = None
-            return
-        member = view.member(view.leader.name)
-        if member is not None:
-            self.last_leader = LastLeader(member)
-        elif self.last_leader is not None and self.last_leader.member.name != view.leader.name:
-            self.last_leader = None
+    def _track_leader(self, view: ClusterView | None) -> None:
+        """Remember the members of the last read that had a leader key (Patroni's old_cluster): the
+        leader's key and member key vanish with its lease, and a member that became leader between
+        two of our reads vanishes without us ever seeing it lead."""
+        if view is not None and view.leader is not None:
+            self.remembered = view.members
 
     def after_promote(self, ok: bool, now: float) -> None:
         """A promotion that failed (the server died or did not finish) is one more failed attempt."""

@@ -34,7 +34,7 @@ def wal_position(doc: dict[str, Any]) -> int | None:
 
 
 def parse_status(name: str, doc: dict[str, Any]) -> PeerStatus:
-    writable = doc.get("postgres_writable")  # only in the answer of an API whose manager state is stale
+    writable = doc.get("postgres_writable")  # the fencer's sight, now (the rest: the manager's last state)
     age = doc.get("state_age")
     return PeerStatus(name=name, reachable=True, role=doc.get("role"), running=doc.get("state") == PgState.RUNNING,
                       wal_position=wal_position(doc), tags=Tags.from_json(doc.get("tags")),

@@ -122,9 +122,10 @@ def test_patroni_endpoint_flags_stale_state() -> None:
     (state(updated_mono=NOW - 60), True, True),  # a frozen manager: say what the fencer sees
     (state(updated_mono=NOW - 60), False, False),
     (None, True, True),  # no manager state at all
-    (state(), True, None),  # a fresh state speaks for itself
+    (state(), True, True),  # a fresh state may say replica a loop after a promotion
+    (state(), False, False),
 ])
-def test_patroni_reports_whether_postgres_accepts_writes_while_the_manager_state_is_stale(
+def test_patroni_reports_whether_postgres_accepts_writes_whatever_the_manager_state(
         doc: dict[str, Any] | None, sight: bool, reported: bool | None) -> None:
     app = create_app(reader=lambda: doc, clock=lambda: NOW, pg_writable=lambda: sight)
     body = app.test_client().get("/patroni").get_json()

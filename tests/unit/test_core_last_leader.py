@@ -1,5 +1,5 @@
 """A resume the primary's manager never saw (issue 11). The racers' side: whom a leader race asks
-(core.probes.probe_last_leader), and what an answer that the last leader's PostgreSQL still accepts
+(core.probes.probe_vanished), and what an answer that the last leader's PostgreSQL still accepts
 writes does to the election (decide). The primary's side: paused and cut off from the DCS, it keeps
 running only while a member answers it. And the adapters: what the manager remembers of the last
 leader, how an API answer is read."""
@@ -12,8 +12,8 @@ import pytest
 
 from appliance.core.decide import decide
 from appliance.core.model import ClusterView, Failover, Leader, Member, Role
-from appliance.core.probes import accepts_writes, probe_cut_off, probe_last_leader
-from appliance.core.state import DataDir, HaSettings, LastLeader, LocalState, PeerStatus
+from appliance.core.probes import accepts_writes, probe_cut_off, probe_vanished
+from appliance.core.state import DataDir, HaSettings, LocalState, PeerStatus
 from appliance.manager.events import EventLog
 from appliance.manager.memory import Memory
 from appliance.manager.peers import parse_status
@@ -25,39 +25,42 @@ def _member(name: str, role: str = "replica", rev: int = 50, **extra: object) ->
                   mod_revision=rev, extra=dict(extra))
 
 
-PAUSED = LastLeader(_member("n1", "primary", pause=True))
-ARMED = LastLeader(_member("n1", "primary", rev=50))  # published after the last config change
+N1 = _member("n1", "primary", pause=True)
+# Our last read with a leader key: n1 led, n2 (us) and n3 followed.
+LOCKED = (N1, _member("n2"), _member("n3"))
 # The key and the member key of n1 are gone: one lease.
 RACE = ClusterView(initialize="1", leader=None, members=(_member("n2"), _member("n3")), config_revision=41)
 
 
-def _local(last: LastLeader | None = PAUSED, **kw: object) -> LocalState:
+def _local(remembered: tuple[Member, ...] = LOCKED, **kw: object) -> LocalState:
     base = LocalState(name="n2", now=100.0, data_dir=DataDir.VALID, sysid="1", running=True, role=Role.REPLICA,
-                      timeline=1, wal_position=1000, replication_state="streaming", last_leader=last)
+                      timeline=1, wal_position=1000, replication_state="streaming", remembered=remembered)
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
 PROBE_CASES = [
-    # (id, view, local, the member asked or None)
-    ("its last value said pause: ask it", RACE, _local(), "n1"),
-    # Its order was armed, but its lease may have ended early (a stale etcd leader revoked it) while
-    # it still runs: it takes the key again if the others wait for it.
-    ("not paused: ask it too", RACE, _local(ARMED), "n1"),
-    ("no last leader known", RACE, _local(None), None),
-    ("the leader key is there: no race", replace(RACE, leader=Leader("n3")), _local(), None),
-    ("still a member: asked as one", replace(RACE, members=(*RACE.members, _member("n1"))), _local(), None),
-    ("we were the last leader", RACE, _local(replace(PAUSED, member=_member("n2", pause=True))), None),
-    ("a job runs: no race", RACE, _local(job="rewind"), None),
-    ("PostgreSQL down: no race", RACE, _local(running=False), None),
-    ("a manual failover names us: the API checked", replace(RACE, failover=Failover(member="n2")), _local(), None),
-    ("no API address to ask", RACE, _local(replace(PAUSED, member=replace(PAUSED.member, api_url=""))), None),
+    # (id, view, local, the members asked)
+    ("the last leader, gone with its lease: ask it", RACE, _local(), ("n1",)),
+    # Its fencer's order was armed, but its lease may have ended early (a stale etcd leader revoked
+    # it) while it still runs: it takes the key again if the others wait for it.
+    ("not paused: ask it too", RACE, _local((_member("n1", "primary"), _member("n2"), _member("n3"))), ("n1",)),
+    # n3 became leader between two of our reads and its lease ended early: we never saw it lead.
+    ("a member gone since, whoever led", replace(RACE, members=(_member("n2"),)), _local(), ("n1", "n3")),
+    ("we led that read: the others gone are asked", replace(RACE, members=(_member("n2"),)),
+     _local((_member("n2", "primary"), _member("n3"))), ("n3",)),
+    ("nothing remembered", RACE, _local(()), ()),
+    ("the leader key is there: no race", replace(RACE, leader=Leader("n3")), _local(), ()),
+    ("still a member: asked as one", replace(RACE, members=(*RACE.members, _member("n1"))), _local(), ()),
+    ("a job runs: no race", RACE, _local(job="rewind"), ()),
+    ("PostgreSQL down: no race", RACE, _local(running=False), ()),
+    ("a manual failover names us: the API checked", replace(RACE, failover=Failover(member="n2")), _local(), ()),
+    ("no API address to ask", RACE, _local((replace(N1, api_url=""), _member("n2"))), ()),
 ]
 
 
 @pytest.mark.parametrize(("view", "local", "asked"), [c[1:] for c in PROBE_CASES], ids=[c[0] for c in PROBE_CASES])
-def test_whom_the_race_asks(view: ClusterView, local: LocalState, asked: str | None) -> None:
-    member = probe_last_leader(view, local)
-    assert (member.name if member is not None else None) == asked
+def test_whom_the_race_asks(view: ClusterView, local: LocalState, asked: tuple[str, ...]) -> None:
+    assert tuple(m.name for m in probe_vanished(view, local)) == asked
 
 
 def _answer(name: str = "n1", **kw: object) -> PeerStatus:
@@ -116,20 +119,20 @@ def _read(leader: str | None, members: tuple[Member, ...], revision: int = 40) -
                        config_revision=revision)
 
 
-def test_the_manager_remembers_the_last_leaders_member_value() -> None:
+def test_the_manager_remembers_the_members_of_its_last_read_with_a_leader() -> None:
     memory, status = Memory(EventLog()), PgStatus(running=True)
-    n1 = _member("n1", "primary", pause=True)
-    memory.track(_read("n1", (n1, _member("n2"))), "n2", status, None, 1.0)
-    assert memory.last_leader == LastLeader(n1)
-    memory.track(_read(None, (_member("n2"),), revision=41), "n2", status, None, 2.0)  # its lease ran out
-    assert memory.last_leader == LastLeader(n1)  # kept through the race
+    first = (N1, _member("n2"), _member("n3"))
+    memory.track(_read("n1", first), "n2", status, None, 1.0)
+    assert memory.remembered == first
+    memory.track(_read(None, (_member("n2"),), revision=41), "n2", status, None, 2.0)  # leases ran out
+    assert memory.remembered == first  # kept through the race
     memory.track(None, "n2", status, None, 3.0)  # DCS unreachable
-    assert memory.last_leader == LastLeader(n1)
-    n3 = _member("n3", "primary")
-    memory.track(_read("n3", (n3, _member("n2")), revision=42), "n2", status, None, 4.0)
-    assert memory.last_leader == LastLeader(n3)
-    memory.track(_read("n2", (n3, _member("n2"))), "n2", status, None, 5.0)
-    assert memory.last_leader is None  # we lead: nothing to ask
+    assert memory.remembered == first
+    second = (_member("n3", "primary"), _member("n2"))
+    memory.track(_read("n3", second, revision=42), "n2", status, None, 4.0)
+    assert memory.remembered == second
+    memory.track(_read("n2", second), "n2", status, None, 5.0)  # we lead: kept all the same
+    assert memory.remembered == second
 
 
 @pytest.mark.parametrize(("body", "writable"), [

@@ -247,3 +247,23 @@ def test_a_switchover_candidate_must_be_a_voter_in_quorum_mode() -> None:
     state.dcs_cut(cut=False, name="node1", seconds=1.0)
     state.safe()
     state.teardown()
+
+
+@pytest.mark.parametrize("steps", [
+    [("lease_revoked", {"seconds": 0.5}), ("kill_postgres", {"name": "node1", "seconds": 0.5}),
+     ("lease_revoked", {"seconds": 1.0}), ("lease_revoked", {"seconds": 1.0})],
+    [("lease_revoked", {"seconds": 0.25}), ("disk_full", {"broken": "start", "name": "node1", "seconds": 0.5}),
+     ("lease_revoked", {"seconds": 1.0})],
+], ids=["after-a-postmaster-kill", "after-a-full-disk"])
+def test_a_revoked_lease_after_a_failover_leaves_one_writable_node(steps: list[tuple[str, dict[str, object]]]) -> None:
+    """Schedules a 1600-schedule campaign found (async): node1's PostgreSQL died, node2 took over, and
+    node2's lease was revoked early less than a second later. node1 had not read the DCS while node2
+    led, and node2's /patroni still said "replica" (its manager's state, published before its
+    promotion in the same loop): node1 promoted beside it. A race now asks every member of its last
+    read with a leader key that is gone since, and /patroni always says what the fencer sees."""
+    state = FaultSchedule()
+    state.boot(mode="async")
+    for fault, args in steps:
+        getattr(state, fault)(**args)
+        state.safe()
+    state.teardown()

@@ -139,9 +139,9 @@ class Simulation:
             body = dict((doc or {}).get("patroni_doc") or {"state": "unknown", "role": "uninitialized"})
             if doc is None or staleness(doc, self.now) or node.manager is None:
                 body["state"] = "unknown"
-                body["postgres_writable"] = server.running and not server.in_recovery  # the fencer's sight
             else:
                 body["state_age"] = state_age(doc, self.now)
+            body["postgres_writable"] = server.running and not server.in_recovery  # the fencer's sight
             answers.append(parse_status(member.name, body))
         return tuple(answers)
 
