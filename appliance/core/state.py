@@ -92,8 +92,8 @@ class LocalState:
     peers: tuple[PeerStatus, ...] = ()
     pending_restart: bool = False  # PostgreSQL reports settings that need a restart
     leader_alive: bool | None = None  # the leader's API confirmed it runs as primary (None: not asked)
-    # The members of our last read that had a leader key (Patroni's old_cluster): member keys vanish
-    # with their lease, so a leader race asks those gone since whether they still accept writes.
+    # The members of our last read that had a leader key (Patroni's old_cluster) and those seen since:
+    # member keys vanish with their lease, so a leader race asks those gone whether they accept writes.
     remembered: tuple[Member, ...] = ()
     leader_free_since: float | None = None  # monotonic: the first tick that found the leader key free (this vacancy)
     fence_problem: str | None = None  # why nothing could fence this node if its manager froze

@@ -51,11 +51,17 @@ class Memory:
                 if free else None
 
     def _track_leader(self, view: ClusterView | None) -> None:
-        """Remember the members of the last read that had a leader key (Patroni's old_cluster): the
-        leader's key and member key vanish with its lease, and a member that became leader between
-        two of our reads vanishes without us ever seeing it lead."""
-        if view is not None and view.leader is not None:
+        """Remember the members of the last read that had a leader key (Patroni's old_cluster), and
+        every member seen in a read since: the leader's key and member key vanish with its lease, and
+        a member that became leader between two of our reads (or before our first one, after a
+        restart of this manager) vanishes without us ever seeing it lead."""
+        if view is None:
+            return
+        if view.leader is not None:
             self.remembered = view.members
+            return
+        names = {m.name for m in view.members}
+        self.remembered = (*view.members, *(m for m in self.remembered if m.name not in names))
 
     def after_promote(self, ok: bool, now: float) -> None:
         """A promotion that failed (the server died or did not finish) is one more failed attempt."""

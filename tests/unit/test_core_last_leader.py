@@ -125,14 +125,26 @@ def test_the_manager_remembers_the_members_of_its_last_read_with_a_leader() -> N
     memory.track(_read("n1", first), "n2", status, None, 1.0)
     assert memory.remembered == first
     memory.track(_read(None, (_member("n2"),), revision=41), "n2", status, None, 2.0)  # leases ran out
-    assert memory.remembered == first  # kept through the race
+    assert {m.name for m in memory.remembered} == {"n1", "n2", "n3"}  # kept through the race
     memory.track(None, "n2", status, None, 3.0)  # DCS unreachable
-    assert memory.remembered == first
+    assert {m.name for m in memory.remembered} == {"n1", "n2", "n3"}
+    n4 = _member("n4")
+    memory.track(_read(None, (_member("n2"), n4), revision=41), "n2", status, None, 3.5)  # seen while unlocked
+    assert {m.name for m in memory.remembered} == {"n1", "n2", "n3", "n4"}
     second = (_member("n3", "primary"), _member("n2"))
     memory.track(_read("n3", second, revision=42), "n2", status, None, 4.0)
-    assert memory.remembered == second
+    assert memory.remembered == second  # a read with a leader starts afresh
     memory.track(_read("n2", second), "n2", status, None, 5.0)  # we lead: kept all the same
     assert memory.remembered == second
+
+
+def test_a_restarted_manager_remembers_the_members_of_its_first_reads() -> None:
+    """Patroni keeps its first read as old_cluster even without a leader: a member that took over
+    and lost its lease before our first read with a leader is still asked."""
+    memory, status = Memory(EventLog()), PgStatus(running=True)
+    memory.track(_read(None, (_member("n1"), _member("n2"))), "n1", status, None, 1.0)
+    memory.track(_read(None, (_member("n1"),)), "n1", status, None, 2.0)
+    assert {m.name for m in memory.remembered} == {"n1", "n2"}
 
 
 @pytest.mark.parametrize(("body", "writable"), [

@@ -267,3 +267,19 @@ def test_a_revoked_lease_after_a_failover_leaves_one_writable_node(steps: list[t
         getattr(state, fault)(**args)
         state.safe()
     state.teardown()
+
+
+def test_a_restarted_manager_asks_a_member_it_never_saw_lead() -> None:
+    """A 2000-schedule campaign (async): node1 crashed and came back; node2 took over before node1's
+    second read and lost its lease early (revoked) before it; node1 had only seen node2 as a replica
+    in a read without a leader and promoted beside it. The members of reads without a leader are
+    remembered too, as Patroni keeps its first read."""
+    state = FaultSchedule()
+    state.boot(mode="async")
+    for _ in range(4):
+        state.lease_revoked(seconds=0.5)
+    state.crash(name="node1", seconds=0.5)
+    state.boot_node(name="node1", seconds=1.0)
+    state.lease_revoked(seconds=1.0)
+    state.safe()
+    state.teardown()
