@@ -18,7 +18,9 @@ def ineligible_reason(view: ClusterView, local: LocalState, cfg: HaSettings) -> 
         return own
     candidate = _requested_candidate(view, local)
     if candidate == local.name:
-        return None  # a manual failover names us: the API already checked the candidate
+        # A manual failover names us: the API already checked the candidate. Only a server that still
+        # accepts writes stops us (a lease that etcd ended early while the old primary demoted).
+        return next((why for p in local.peers if p.name != local.name and (why := accepts_writes(p))), None)
     if candidate is not None and _candidate_can_promote(view, local, candidate, cfg):
         return f"a manual failover names {candidate}"
     if quorum_active(view, cfg):

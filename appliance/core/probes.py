@@ -9,12 +9,9 @@ from appliance.core.state import LocalState, PeerStatus
 
 
 def _may_race(view: ClusterView | None, local: LocalState) -> bool:
-    """The leader key is free, we could race for it, and no manual failover already names us (then
-    the API checked the candidate)."""
-    if view is None or view.leader is not None or not local.running or local.job is not None:
-        return False
-    fo = view.failover
-    return not (fo is not None and fo.member == local.name and not fo.scheduled_at)
+    """The leader key is free and we could race for it (also when a manual failover names us: the
+    API checked the candidate, but a server that still accepts writes must stop us all the same)."""
+    return view is not None and view.leader is None and local.running and local.job is None
 
 
 def probe_peers(view: ClusterView | None, local: LocalState) -> tuple[str, ...]:
@@ -61,10 +58,18 @@ def runs_as_primary(answer: PeerStatus) -> bool:
 
 
 def accepts_writes(answer: PeerStatus) -> str | None:
-    """Why the peer's PostgreSQL may accept writes (then nobody else may promote), or None: it runs as
-    primary, or its manager's state is stale and its API sees a postmaster without standby.signal."""
+    """Why the peer's PostgreSQL may accept writes (then nobody else may promote), or None. Its API
+    says what the fencer sees now (a postmaster without standby.signal), which outranks the role in
+    the manager's state, up to a loop old: a primary that demoted in its last loop still says
+    "primary", one that promoted still says "replica". An API without that field: its role."""
+    if not answer.reachable:
+        return None
+    if answer.writable is not None:
+        if not answer.writable:
+            return None
+        if runs_as_primary(answer):
+            return f"{answer.name} is still running as primary"
+        return f"{answer.name}'s PostgreSQL still accepts writes while its manager does not say so"
     if runs_as_primary(answer):
         return f"{answer.name} is still running as primary"
-    if answer.reachable and answer.writable:
-        return f"{answer.name}'s PostgreSQL still accepts writes while its manager does not answer"
     return None

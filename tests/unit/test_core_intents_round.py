@@ -81,7 +81,8 @@ def test_the_leader_renews_its_key_before_serving_a_request() -> None:
     (None, _local(), ()),  # DCS unreachable
     (_view(None), _local(running=False), ()),  # nothing to race with
     (_view(None), _local(job="clone"), ()),
-    (_view(None, Failover(member="node2")), _local(), ()),  # a manual failover names us
+    # A manual failover names us: asked all the same, whether they still accept writes.
+    (_view(None, Failover(member="node2")), _local(), ("node1", "node3")),
     (_view(None, Failover(member="node2", scheduled_at=FUTURE)), _local(), ("node1", "node3")),
 ])
 def test_probe_peers(view: ClusterView | None, local: LocalState, asked: tuple[str, ...]) -> None:

@@ -53,7 +53,8 @@ PROBE_CASES = [
     ("still a member: asked as one", replace(RACE, members=(*RACE.members, _member("n1"))), _local(), ()),
     ("a job runs: no race", RACE, _local(job="rewind"), ()),
     ("PostgreSQL down: no race", RACE, _local(running=False), ()),
-    ("a manual failover names us: the API checked", replace(RACE, failover=Failover(member="n2")), _local(), ()),
+    # The API checked the candidate, but not whether the old primary stopped (a lease ended early).
+    ("a manual failover names us: ask it too", replace(RACE, failover=Failover(member="n2")), _local(), ("n1",)),
     ("no API address to ask", RACE, _local((replace(N1, api_url=""), _member("n2"))), ()),
 ]
 
@@ -103,6 +104,10 @@ def test_the_refusal_names_the_writable_server() -> None:
 
 @pytest.mark.parametrize(("answer", "why"), [
     (_answer(role="primary", running=True), "still running as primary"),
+    # The fencer's sight outranks the manager's state, up to a loop old.
+    (_answer(role="primary", running=True, writable=False), None),  # demoted in its last loop
+    (_answer(role="primary", running=True, writable=True), "still running as primary"),
+    (_answer(role="replica", running=True, writable=True), "still accepts writes"),  # promoted in its last loop
     (_answer(role="master", running=True), "still running as primary"),
     (STALE_WRITABLE, "still accepts writes"),
     (replace(STALE_WRITABLE, reachable=False), None),
@@ -197,3 +202,14 @@ def test_a_paused_primary_without_the_dcs(local: LocalState, cfg: HaSettings, ex
 def test_a_paused_primary_without_the_dcs_asks_the_members(view: ClusterView | None, local: LocalState,
                                                           paused: bool, asks: bool) -> None:
     assert probe_cut_off(view, local, paused) is asks
+
+
+def test_a_named_candidate_waits_only_for_a_server_that_still_accepts_writes() -> None:
+    """A manual failover names n2: the API checked it, so no WAL comparison, but a server that still
+    accepts writes (the old primary whose lease etcd ended early while it demoted) stops it."""
+    named = replace(RACE, failover=Failover(leader="n1", member="n2"))
+    ahead = _answer("n3", role="replica", running=True, wal_position=5000, writable=False)
+    assert [x.kind for x in decide(named, _local(peers=(ahead, STALE_FENCED)), HaSettings())] == \
+        ["AcquireLeader", "Promote"]
+    acts = decide(named, _local(peers=(ahead, STALE_WRITABLE)), HaSettings())
+    assert [x.kind for x in acts] == ["Wait"] and "n1's PostgreSQL still accepts writes" in acts[0].reason

@@ -283,3 +283,18 @@ def test_a_restarted_manager_asks_a_member_it_never_saw_lead() -> None:
     state.lease_revoked(seconds=1.0)
     state.safe()
     state.teardown()
+
+
+def test_a_switchover_candidate_waits_for_an_old_primary_whose_lease_was_revoked() -> None:
+    """A 3000-schedule campaign (async): a switchover to node1, and node2's lease revoked early while
+    it demoted; node1, named by the failover key, asked nobody (the API had checked it) and promoted
+    while node2 still accepted writes. A named candidate now asks too, and waits for such a server."""
+    state = FaultSchedule()
+    state.boot(mode="async")
+    state.lease_revoked(seconds=0.25)
+    state.lease_revoked(seconds=1.5)
+    state.switchover(candidate=None, seconds=2.0)
+    state.switchover(candidate="node1", seconds=0.5)
+    state.lease_revoked(seconds=1.0)
+    state.safe()
+    state.teardown()
