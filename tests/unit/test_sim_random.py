@@ -298,3 +298,14 @@ def test_a_switchover_candidate_waits_for_an_old_primary_whose_lease_was_revoked
     state.lease_revoked(seconds=1.0)
     state.safe()
     state.teardown()
+
+
+def test_a_revoked_lease_then_a_partition_of_its_holder_counts_apart() -> None:
+    """A 3000-schedule campaign (async): the residual risk of fencing.md, counted apart."""
+    state = FaultSchedule()
+    state.boot(mode="async")
+    state.lease_revoked(seconds=0.25)
+    state.partition(cut=True, name="node1", seconds=1.0)
+    state.safe()
+    assert state.sim.verdicts.excused
+    state.teardown()
