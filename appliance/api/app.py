@@ -31,7 +31,7 @@ def create_app(run_dir: str | None = None, *, reader: StateReader | None = None,
                wall: Callable[[], float] = time.time, probe: Probe | None = None,
                restart_wait: float = 120.0, pickup_wait: float = 15.0,
                policy: PolicySource | None = None, check_config: ConfigCheck | None = None,
-               pg_writable: Callable[[], bool] | None = None) -> Flask:
+               pg_writable: Callable[[], bool | None] | None = None) -> Flask:
     """Build the app. The state comes from ``<run_dir>/state.json`` unless a reader is injected.
 
     ``dcs`` (reads, the failover and config keys; never a lease) enables switchover, failover and
@@ -41,8 +41,8 @@ def create_app(run_dir: str | None = None, *, reader: StateReader | None = None,
     gives the current access rules when they may change while serving (else from ``local``);
     ``check_config`` checks the PostgreSQL parameters and pg_hba of a config change with this node's
     PostgreSQL before anything is written. ``pg_writable`` looks at this node's PostgreSQL the way the
-    fencer does (a live postmaster, no standby.signal): /patroni reports it while the manager's state is
-    stale, so that a leader race elsewhere does not promote beside a server that still accepts writes.
+    fencer does (a live postmaster, no standby.signal; None: it cannot look): /patroni always reports
+    it, so that a leader race elsewhere does not promote beside a server that still accepts writes.
     """
     if reader is None:
         if run_dir is None:
@@ -135,7 +135,7 @@ def _patroni_body(doc: StateDoc | None) -> dict[str, Any]:
 
 
 def _register_status(app: Flask, reader: StateReader, clock: Callable[[], float],
-                     pg_writable: Callable[[], bool] | None) -> None:
+                     pg_writable: Callable[[], bool | None] | None) -> None:
     @app.get("/patroni")
     def patroni() -> Response:
         doc = reader()
@@ -146,11 +146,12 @@ def _register_status(app: Flask, reader: StateReader, clock: Callable[[], float]
             body["reason"] = why
         elif doc is not None:
             body["state_age"] = state_age(doc, clock())
-        if pg_writable is not None:
+        sight = pg_writable() if pg_writable is not None else None
+        if sight is not None:
             # What the fencer sees, now: a leader race elsewhere must not promote beside a server
             # that accepts writes, whatever the manager's state (up to a loop old) says: it may have
             # promoted since it published, or froze before a resume left its lease order unfenced.
-            body["postgres_writable"] = pg_writable()
+            body["postgres_writable"] = sight
         return jsonify(body)
 
     @app.get("/cluster")

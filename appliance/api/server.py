@@ -187,13 +187,13 @@ def serve(config_path: str, listen_fd: int | None = None) -> None:
         return etcd_from_config(local, name=local.name, ttl=dynamic.ttl, retry_timeout=dynamic.retry_timeout)
 
     client = client_for(local)
-    from appliance.fence.daemon import pg_sight
+    from appliance.fence.daemon import writable_sight
     from appliance.postgres.validate import check_dynamic
 
     app = create_app(local.appliance.run_dir, dcs=LazyDCS(etcd), local=local,
                      probe=lambda member: http_probe(member, client), policy=ReloadingPolicy(config_path, local),
                      check_config=lambda doc, source: check_dynamic(doc, local, source),
-                     pg_writable=lambda: pg_sight(local.postgresql.data_dir).writable)
+                     pg_writable=lambda: writable_sight(local.postgresql.data_dir))
     tls = ReloadingTls(local.restapi) if local.restapi.certfile else None
     host, port = split_address(local.restapi.listen)
 

@@ -51,6 +51,14 @@ def pg_sight(data_dir: str) -> PgSight:
     return PgSight(running=True, writable=not standby)
 
 
+def writable_sight(data_dir: str) -> bool | None:
+    """What pg_sight says of writes, for the REST API; None when this process cannot look into the
+    data directory (missing, or another user's): then it claims nothing either way."""
+    if not os.access(data_dir, os.R_OK | os.X_OK):
+        return None
+    return pg_sight(data_dir).writable
+
+
 @dataclass
 class _WatchdogState:
     settings: WatchdogSettings | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -124,9 +125,10 @@ def test_patroni_endpoint_flags_stale_state() -> None:
     (None, True, True),  # no manager state at all
     (state(), True, True),  # a fresh state may say replica a loop after a promotion
     (state(), False, False),
+    (state(), None, None),  # it cannot look into the data directory: it claims nothing
 ])
 def test_patroni_reports_whether_postgres_accepts_writes_whatever_the_manager_state(
-        doc: dict[str, Any] | None, sight: bool, reported: bool | None) -> None:
+        doc: dict[str, Any] | None, sight: bool | None, reported: bool | None) -> None:
     app = create_app(reader=lambda: doc, clock=lambda: NOW, pg_writable=lambda: sight)
     body = app.test_client().get("/patroni").get_json()
     assert body.get("postgres_writable") is reported
@@ -198,3 +200,10 @@ def test_patroni_answer_says_how_old_the_state_is_and_a_peer_reads_it() -> None:
     assert parse_status("n1", body).published_ago == 0.5
     stale = client(state(role="replica", holder=False, updated_mono=NOW - 60)).get("/patroni").get_json()
     assert "state_age" not in stale and parse_status("n1", stale).published_ago is None
+
+
+def test_the_writable_sight_claims_nothing_of_a_data_directory_it_cannot_read(tmp_path: Path) -> None:
+    from appliance.fence.daemon import writable_sight
+
+    assert writable_sight(str(tmp_path / "missing")) is None
+    assert writable_sight(str(tmp_path)) is False  # readable, no postmaster.pid: nothing runs
