@@ -12,7 +12,7 @@ from appliance.core.tags import Tags
 from appliance.core.wal import wal_lag
 
 _UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
-_LAG_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?b?)\s*$", re.IGNORECASE)
+_LAG_RE = re.compile(r"^\s*(\d+)\s*(b|[kmgt]b)?\s*$", re.IGNORECASE)  # PostgreSQL's memory units
 
 
 def parse_lag(value: str | None) -> int | None:
@@ -22,7 +22,7 @@ def parse_lag(value: str | None) -> int | None:
     match = _LAG_RE.match(value)
     if not match:
         return None
-    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+    return int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
 
 
 @dataclass(frozen=True)

@@ -135,9 +135,18 @@ def test_patroni_reports_whether_postgres_accepts_writes_whatever_the_manager_st
 
 
 @pytest.mark.parametrize(("text", "value"), [("1048576", 1048576), ("1024kB", 1048576), ("16MB", 16 * 1024**2),
-                                             ("1GB", 1024**3), ("junk", None), (None, None)])
+                                             ("1GB", 1024**3), ("junk", None), (None, None),
+                                             # a unit letter without B is no unit (the schema fuzzer's
+                                             # ?lag=0K answered 500: KeyError)
+                                             ("0K", None), ("16m", None), ("2tb", 2 * 1024**4), ("7 b", 7)])
 def test_parse_lag(text: str | None, value: int | None) -> None:
     assert parse_lag(text) == value
+
+
+def test_a_lag_with_a_bare_unit_letter_is_no_server_error() -> None:
+    app = create_app(reader=lambda: state(), clock=lambda: NOW)
+    for path in ("/readiness?lag=0K", "/replica?lag=5G", "/health?lag=1t"):
+        assert app.test_client().get(path).status_code in (200, 503), path
 
 
 @pytest.mark.parametrize(("path", "check"), [("", "primary"), ("master", "primary"),
