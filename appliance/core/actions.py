@@ -181,6 +181,7 @@ class RestartPostgres(Action):
     """Long job: fast stop, then start again in the same role (the lock is kept meanwhile)."""
 
     timeout: float | None = None  # POST /restart's timeout: how long to wait for connections
+    role: Role | None = None  # the role PostgreSQL ran in when the restart was decided (published meanwhile)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ def _restart_conditions(params: Mapping[str, Any], local: LocalState) -> str | N
 
 
 def plan_intent(kind: str, view: ClusterView | None, local: LocalState,
-                params: Mapping[str, Any] | None = None) -> IntentPlan:
+                params: Mapping[str, Any] | None = None, paused: bool = False) -> IntentPlan:
     if kind == "reload":
         return IntentPlan((a.ReloadConfig("operator asked for a reload"),))
     if local.job is not None:
@@ -48,9 +48,13 @@ def plan_intent(kind: str, view: ClusterView | None, local: LocalState,
         why = _restart_conditions(params or {}, local)
         if why:
             return IntentPlan(refused=why)
+        if local.role is Role.PRIMARY and not paused and (view is None or view.leader_name != local.name):
+            # It would come back writable without the key: the HA loop demotes it instead.
+            return IntentPlan(refused="this primary does not hold the leader key" if view is not None
+                              else "the DCS is unreachable: a primary restarts only under a confirmed leader key")
         timeout = (params or {}).get("timeout")
         return IntentPlan((a.RestartPostgres("operator asked for a restart",
-                                             timeout=float(timeout) if timeout else None),))
+                                             timeout=float(timeout) if timeout else None, role=local.role),))
     if kind == "reinitialize":
         if view is None:
             return IntentPlan(refused="DCS unreachable: cannot find the leader to clone from")
@@ -95,16 +99,20 @@ class IntentDecision:
 
 @dataclass(frozen=True)
 class IntentRound:
-    """This tick's requests. When ``decisions`` is empty the regular decide() runs; otherwise the
-    tick serves the requests, after ``first`` (the leader key renewed while we hold it)."""
+    """This tick's requests. When one of them ``runs``, the tick serves them, after ``first`` (the
+    leader key renewed while we hold it); otherwise the regular decide() runs."""
 
     decisions: tuple[IntentDecision, ...] = ()
     schedule: ScheduledRestart | None = None
     first: tuple[a.Action, ...] = ()
 
+    @property
+    def runs(self) -> bool:
+        return any(d.status == "run" for d in self.decisions)
+
 
 def plan_round(requests: Sequence[IntentRequest], schedule: ScheduledRestart | None, view: ClusterView | None,
-               local: LocalState) -> IntentRound:
+               local: LocalState, paused: bool = False) -> IntentRound:
     """Every request of this tick (plus the scheduled restart once it is due), in order."""
     pending = list(requests)
     if schedule is not None and local.wall_time >= (scheduled_epoch(schedule.schedule) or 0):
@@ -120,12 +128,12 @@ def plan_round(requests: Sequence[IntentRequest], schedule: ScheduledRestart | N
             schedule = ScheduledRestart(str(req.params["schedule"]), req.id, conditions)
             decisions.append(IntentDecision(req.id, req.kind, "scheduled", str(req.params["schedule"])))
         else:
-            plan = plan_intent(req.kind, view, local, req.params)
+            plan = plan_intent(req.kind, view, local, req.params, paused)
             if plan.refused:
                 decisions.append(IntentDecision(req.id, req.kind, "refused", plan.refused))
             else:
                 decisions.append(IntentDecision(req.id, req.kind, "run", actions=plan.actions))
     first: tuple[a.Action, ...] = ()
-    if decisions and view is not None and view.leader_name == local.name:
+    if any(d.status == "run" for d in decisions) and view is not None and view.leader_name == local.name:
         first = (a.UpdateLeader("keep the leader key while serving an intent"),)
     return IntentRound(tuple(decisions), schedule, first)

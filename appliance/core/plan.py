@@ -1,4 +1,4 @@
-"""One tick's plan, pure: the operator requests of the tick when there are any (core.intents), else
+"""One tick's plan, pure: the operator requests of the tick when one is to run (core.intents), else
 the HA policy (core.decide); with the transition the chosen actions take (core.states)."""
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from appliance.core.states import Step, classify, transition
 
 @dataclass(frozen=True)
 class TickPlan:
-    """``requests.decisions`` non-empty: this tick serves them (``requests.first``, then each
-    decision's actions) and ``actions`` is empty; else ``actions`` are decide()'s. ``step`` is the
-    transition of whichever it is; ``requests.schedule`` the scheduled restart from now on."""
+    """When a request of the tick is to run, the tick serves the requests (``requests.first``, then
+    each decision's actions) and ``actions`` is empty; else ``actions`` are decide()'s, and the
+    requests only get their outcomes (refused, scheduled, done): a refusal never costs the HA loop
+    a tick. ``step`` is the transition of whichever it is; ``requests.schedule`` the scheduled
+    restart from now on."""
 
     requests: IntentRound
     actions: tuple[a.Action, ...]
@@ -28,8 +30,8 @@ class TickPlan:
 def plan_tick(view: ClusterView | None, local: LocalState, cfg: HaSettings, requests: Sequence[IntentRequest],
               schedule: ScheduledRestart | None) -> TickPlan:
     source = classify(view, local)
-    served = plan_round(requests, schedule, view, local)
-    if served.decisions:
+    served = plan_round(requests, schedule, view, local, paused=cfg.pause)
+    if served.runs:
         chosen = [*served.first, *(act for d in served.decisions for act in d.actions)]
         return TickPlan(served, (), transition(source, chosen))
     acts = decide(view, local, cfg)

@@ -61,9 +61,13 @@ def accepts_writes(answer: PeerStatus) -> str | None:
     """Why the peer's PostgreSQL may accept writes (then nobody else may promote), or None. Its API
     says what the fencer sees now (a postmaster without standby.signal), which outranks the role in
     the manager's state, up to a loop old: a primary that demoted in its last loop still says
-    "primary", one that promoted still says "replica". An API without that field: its role."""
+    "primary", one that promoted still says "replica". An API without that field: its role. A
+    start or restart as primary in flight counts whatever the fencer sees: the server accepts writes
+    the moment it is up (its holder decided it under a lease the DCS may have ended since)."""
     if not answer.reachable:
         return None
+    if answer.starting and answer.role in (Role.PRIMARY, Role.MASTER):
+        return f"{answer.name} is starting PostgreSQL as primary"
     if answer.writable is not None:
         if not answer.writable:
             return None

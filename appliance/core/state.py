@@ -38,12 +38,13 @@ class PeerStatus:
     running: bool = False
     wal_position: int | None = None
     tags: Tags = field(default_factory=Tags)
-    # Only while the peer's manager state is stale: what its API sees of PostgreSQL itself (a live
-    # postmaster and no standby.signal, the fencer's sight). None: not reported.
+    # What its API sees of PostgreSQL itself, now (a live postmaster and no standby.signal, the
+    # fencer's sight). None: not reported (an API that cannot look into the data directory).
     writable: bool | None = None
     # How long before this answer its manager published the state it comes from (the peer's own
     # clock: a duration). The API answers from that state, up to a loop old. None: not reported.
     published_ago: float | None = None
+    starting: bool = False  # a start or restart of its PostgreSQL is in flight (state starting/restarting)
 
 
 @dataclass(frozen=True)

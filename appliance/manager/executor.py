@@ -46,6 +46,9 @@ class Executor:
         self._last_wait: str | None = None
         # Successful actions by kind (for /metrics: promotions, demotions, rewinds, ...).
         self.counters: dict[str, int] = {}
+        # The role the last start or restart job brings PostgreSQL up in: published while it runs,
+        # since a server starting as primary accepts writes the moment it is up (racers must wait).
+        self.starting_as: Role | None = None
 
     def run(self, actions: list[a.Action]) -> list[tuple[a.Action, bool]]:
         done: list[tuple[a.Action, bool]] = []
@@ -144,6 +147,7 @@ class Executor:
                 return self.ops.wipe()
             case a.StartPostgres(role=role, leader=leader):
                 primary = role is Role.PRIMARY
+                self.starting_as = role
                 return self.jobs.start("start", lambda: self.ops.start(primary=primary, upstream=leader), self.wake)
             case a.Promote():
                 return self._promote(act)
@@ -156,7 +160,8 @@ class Executor:
                 return True
             case a.SetSyncStandbyNames(value=value):
                 return self.ops.set_sync_standby_names(value)
-            case a.RestartPostgres(timeout=timeout):
+            case a.RestartPostgres(timeout=timeout, role=role):
+                self.starting_as = role
                 return self.jobs.start("restart", lambda: self.ops.restart(timeout), self.wake)
             case a.ReloadConfig():
                 return self.reload_config()

@@ -259,13 +259,11 @@ class Manager:
         requests = [IntentRequest(i.kind, i.params, i.id) for i in taken]
         plan = plan_tick(view, local, self.ha, requests, self.scheduled_restart)
         self.scheduled_restart = plan.requests.schedule
-        if plan.requests.decisions:
-            actions = [act for act, _ in self._serve(plan.requests)]
-        else:
-            actions = list(plan.actions)
-            for act, ok in self.executor.run(actions):
-                if isinstance(act, a.Promote):
-                    self.memory.after_promote(ok, self.clock())
+        actions = [act for act, _ in self._serve(plan.requests)]  # outcomes, and the requests that run
+        actions += plan.actions  # decide()'s, unless a request runs
+        for act, ok in self.executor.run(list(plan.actions)):
+            if isinstance(act, a.Promote):
+                self.memory.after_promote(ok, self.clock())
         self._note_transition(plan.step)
         self.last_view, self.last_status = view, status
         self.last_loop_seconds = self.clock() - started
@@ -328,12 +326,13 @@ class Manager:
     def _publish(self, view: ClusterView | None, status: PgStatus, started: float) -> None:
         local = self.effective.local
         job = self.jobs.running
+        starting_as = self.executor.starting_as if job in ("start", "restart") else None
         sched = self.scheduled_restart
         schedule = None if sched is None else ScheduledRestartDoc(schedule=sched.schedule, id=sched.id,
                                                                   params=dict(sched.params))
         if view is not None:
             member = member_value(self.name, self.ops.conn_url, api_url(local), status, job, local.tags,
-                                  paused=self.ha.pause, scheduled_restart=schedule)
+                                  paused=self.ha.pause, scheduled_restart=schedule, starting_as=starting_as)
             try:
                 self.dcs.touch_member(member)
             except DCSError as exc:
@@ -341,7 +340,8 @@ class Manager:
         expires = self.fencing.expires()
         doc = state_doc(name=self.name, scope=local.scope, ha=self.ha, status=status, view=view, job=job,
                         tags=local.tags, holder=self.holds_lock, lease_expires=expires, loop_started=started,
-                        now=self.clock(), dcs_last_seen=self.dcs_last_seen, events=self.events.recent(50))
+                        now=self.clock(), dcs_last_seen=self.dcs_last_seen, events=self.events.recent(50),
+                        starting_as=starting_as)
         doc["intents"] = self.outcomes
         doc["metrics"] = {
             "loop_count": self.loop_count,

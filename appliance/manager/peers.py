@@ -36,7 +36,9 @@ def wal_position(doc: dict[str, Any]) -> int | None:
 def parse_status(name: str, doc: dict[str, Any]) -> PeerStatus:
     writable = doc.get("postgres_writable")  # the fencer's sight, now (the rest: the manager's last state)
     age = doc.get("state_age")
-    return PeerStatus(name=name, reachable=True, role=doc.get("role"), running=doc.get("state") == PgState.RUNNING,
+    state = doc.get("state")
+    return PeerStatus(name=name, reachable=True, role=doc.get("role"), running=state == PgState.RUNNING,
+                      starting=state in (PgState.STARTING, PgState.RESTARTING),
                       wal_position=wal_position(doc), tags=Tags.from_json(doc.get("tags")),
                       writable=writable if isinstance(writable, bool) else None,
                       published_ago=float(age) if isinstance(age, (int, float)) and not isinstance(age, bool)

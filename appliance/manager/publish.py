@@ -26,14 +26,23 @@ def pg_state(status: PgStatus, job: str | None) -> PgState:
         return PgState.REWINDING
     if job == "start":
         return PgState.STARTING
+    if job == "restart" and not status.running:
+        return PgState.RESTARTING
     if status.running:
         return PgState.RUNNING if status.error is None else PgState.STARTING
     return PgState.STOPPED
 
 
+def pg_role(status: PgStatus, starting_as: Role | None = None) -> Role | str:
+    """Patroni's ``role`` for this node: PostgreSQL's own while it runs, else the role a start or
+    restart job in flight brings it up in (as Patroni says "primary" while it starts a primary
+    after a crash: a leader race must wait for a server that accepts writes the moment it is up)."""
+    return status.role or starting_as or Role.UNINITIALIZED
+
+
 def member_value(name: str, conn_url: str, api_url: str, status: PgStatus, job: str | None,
                  tags: Mapping[str, Any], paused: bool = False,
-                 scheduled_restart: ScheduledRestartDoc | None = None) -> Member:
+                 scheduled_restart: ScheduledRestartDoc | None = None, starting_as: Role | None = None) -> Member:
     extra: dict[str, Any] = {}
     if paused:
         extra["pause"] = True
@@ -44,7 +53,7 @@ def member_value(name: str, conn_url: str, api_url: str, status: PgStatus, job: 
         conn_url=conn_url,
         api_url=api_url,
         state=pg_state(status, job),
-        role=status.role or Role.UNINITIALIZED,
+        role=pg_role(status, starting_as),
         version=PATRONI_VERSION,
         xlog_location=status.wal_position,
         timeline=status.timeline,
@@ -62,11 +71,12 @@ def member_value(name: str, conn_url: str, api_url: str, status: PgStatus, job: 
 
 
 def patroni_doc(name: str, scope: str, status: PgStatus, view: ClusterView | None, job: str | None,
-                tags: dict[str, Any], paused: bool, dcs_last_seen: float | None) -> dict[str, Any]:
+                tags: dict[str, Any], paused: bool, dcs_last_seen: float | None,
+                starting_as: Role | None = None) -> dict[str, Any]:
     """The GET /patroni body, in Patroni's shape."""
     doc: dict[str, Any] = {
         "state": pg_state(status, job),
-        "role": status.role or Role.UNINITIALIZED,
+        "role": pg_role(status, starting_as),
         "patroni": {"version": PATRONI_VERSION, "scope": scope, "name": name, "appliance_version": __version__},
         "tags": dict(tags),
         "pause": paused,
@@ -167,7 +177,7 @@ def state_max_age(ha: HaSettings) -> float:
 def state_doc(*, name: str, scope: str, ha: HaSettings, status: PgStatus, view: ClusterView | None,
               job: str | None, tags: dict[str, Any], holder: bool, lease_expires: float | None,
               loop_started: float, now: float, dcs_last_seen: float | None,
-              events: list[dict[str, Any]]) -> StateDoc:
+              events: list[dict[str, Any]], starting_as: Role | None = None) -> StateDoc:
     """Everything the API needs, with monotonic timestamps for freshness checks."""
     cluster: ClusterDoc = {}
     if view is not None:
@@ -204,6 +214,6 @@ def state_doc(*, name: str, scope: str, ha: HaSettings, status: PgStatus, view: 
         "cluster_optime": view.status.optime if view is not None else None,
         "tags": dict(tags),
         "cluster": cluster,
-        "patroni_doc": patroni_doc(name, scope, status, view, job, tags, ha.pause, dcs_last_seen),
+        "patroni_doc": patroni_doc(name, scope, status, view, job, tags, ha.pause, dcs_last_seen, starting_as),
         "events": events,
     }

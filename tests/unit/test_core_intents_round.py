@@ -122,3 +122,17 @@ def test_plan_tick_serves_requests_first_else_decides() -> None:
     regular = plan_tick(_view(), _local(), HaSettings(), [], ScheduledRestart(FUTURE, "s"))
     assert regular.requests.decisions == () and regular.requests.schedule == ScheduledRestart(FUTURE, "s")
     assert regular.actions and regular.step.listed
+
+
+def test_a_refused_request_does_not_cost_the_tick_its_decision() -> None:
+    """A refusal, a schedule or a cancellation only gets its outcome: decide() still runs this tick
+    (an unlocked primary asked to restart is demoted at once, not a tick later)."""
+    from appliance.core.plan import plan_tick
+    from appliance.core.state import HaSettings
+
+    unlocked = _local(name="node2", role=Role.PRIMARY, replication_state=None)
+    plan = plan_tick(_view(), unlocked, HaSettings(), [IntentRequest("restart", {}, "r")], None)
+    assert [d.status for d in plan.requests.decisions] == ["refused"] and plan.requests.first == ()
+    assert [type(act) for act in plan.actions] == [a.Demote]
+    scheduled = plan_tick(_view(), _local(), HaSettings(), [IntentRequest("restart", {"schedule": FUTURE}, "s")], None)
+    assert scheduled.requests.decisions[0].status == "scheduled" and scheduled.actions

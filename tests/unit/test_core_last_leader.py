@@ -113,6 +113,12 @@ def test_the_refusal_names_the_writable_server() -> None:
     (replace(STALE_WRITABLE, reachable=False), None),
     (STALE_FENCED, None),
     (_answer(role="replica", running=True), None),
+    # A start (or restart) as primary in flight: writable the moment the server is up, whatever the
+    # fencer sees now (its holder decided it under a lease the DCS may have ended since).
+    (_answer(role="primary", starting=True, writable=False), "starting PostgreSQL as primary"),
+    (_answer(role="master", starting=True), "starting PostgreSQL as primary"),
+    (_answer(role="replica", starting=True, writable=False), None),
+    (_answer(role="primary", writable=False), None),  # stopped: the start failed, or it never began
 ])
 def test_accepts_writes(answer: PeerStatus, why: str | None) -> None:
     got = accepts_writes(answer)
@@ -160,6 +166,12 @@ def test_a_restarted_manager_remembers_the_members_of_its_first_reads() -> None:
 ])
 def test_an_api_answer_says_whether_postgres_accepts_writes(body: dict[str, object], writable: bool | None) -> None:
     assert parse_status("n1", body).writable is writable
+
+
+@pytest.mark.parametrize(("state", "starting"), [
+    ("starting", True), ("restarting", True), ("running", False), ("stopped", False), ("unknown", False)])
+def test_an_api_answer_says_whether_a_start_is_in_flight(state: str, starting: bool) -> None:
+    assert parse_status("n1", {"state": state, "role": "primary"}).starting is starting
 
 
 def _primary(**kw: object) -> LocalState:

@@ -24,9 +24,14 @@ VIEW = ClusterView(initialize="1", leader=Leader("n1"),
     ("restart", VIEW, local(running=False, role=None), {}, "refused:not running"),
     ("restart", VIEW, local(job="clone"), {}, "refused:clone already in progress"),
     ("restart", VIEW, local(), {"role": "primary"}, "refused:role is replica"),
-    ("restart", VIEW, local(role=Role.PRIMARY), {"role": "master"}, "RestartPostgres"),
+    ("restart", ClusterView(leader=Leader("n2")), local(role=Role.PRIMARY), {"role": "master"}, "RestartPostgres"),
     ("restart", VIEW, local(), {"restart_pending": True}, "refused:no restart is pending"),
     ("restart", VIEW, local(pending_restart=True), {"restart_pending": True}, "RestartPostgres"),
+    # A primary without the key would come back writable beside the leader: the HA loop demotes it.
+    ("restart", VIEW, local(role=Role.PRIMARY), {}, "refused:does not hold the leader key"),
+    ("restart", ClusterView(initialize="1"), local(role=Role.PRIMARY), {}, "refused:does not hold the leader key"),
+    ("restart", None, local(role=Role.PRIMARY), {}, "refused:DCS is unreachable"),
+    ("restart", None, local(), {}, "RestartPostgres"),  # a replica restarts read-only anyway
     ("reinitialize", VIEW, local(), {}, "Reinitialize"),
     ("reinitialize", ClusterView(leader=Leader("n2")), local(), {}, "refused:I am the leader"),
     ("reinitialize", ClusterView(), local(), {}, "refused:Cluster has no leader"),
@@ -47,3 +52,10 @@ def test_restart_timeout_bounds_the_start() -> None:
     assert getattr(act, "timeout", None) == 7.0
     (act,) = plan_intent("restart", VIEW, local(), {}).actions
     assert getattr(act, "timeout", None) is None
+
+
+def test_a_restart_keeps_the_role_it_was_decided_in_and_paused_leaves_the_operator_in_charge() -> None:
+    (act,) = plan_intent("restart", ClusterView(leader=Leader("n2")), local(role=Role.PRIMARY), {}).actions
+    assert getattr(act, "role", None) is Role.PRIMARY  # published as "primary" while it runs
+    (act,) = plan_intent("restart", VIEW, local(role=Role.PRIMARY), {}, paused=True).actions
+    assert act.kind == "RestartPostgres"

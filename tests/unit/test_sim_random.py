@@ -309,3 +309,23 @@ def test_a_revoked_lease_then_a_partition_of_its_holder_counts_apart() -> None:
     state.safe()
     assert state.sim.verdicts.excused
     state.teardown()
+
+
+@pytest.mark.parametrize("restart_after", [0.5, 1.0])
+def test_a_primary_restarting_in_place_when_its_lease_is_revoked_stays_the_only_writable_node(
+        restart_after: float) -> None:
+    """A CI run's random schedule (async): node1's PostgreSQL died, node1 began to start it again as
+    primary under its key, and the key's lease was revoked early. node2 asked node1, which said
+    "stopped" (its fencer saw no postmaster yet), promoted, and node1's start came up writable
+    beside it; an operator's restart of node1, served instead of the HA loop's tick, kept it so. A
+    start as primary in flight is now published ("starting", role primary) and racers wait for it;
+    a primary without the key is not restarted, and a refused request no longer costs the tick."""
+    state = FaultSchedule()
+    state.boot(mode="async")
+    for seconds in (0.25, 0.25, 0.25, 1.25):
+        state.lease_revoked(seconds=seconds)
+    state.kill_postgres(name="node1", seconds=0.25)
+    state.lease_revoked(seconds=0.25)
+    state.operator_request(kind="restart", name="node1", seconds=restart_after)
+    state.safe()
+    state.teardown()
