@@ -16,11 +16,12 @@ def ineligible_reason(view: ClusterView, local: LocalState, cfg: HaSettings) -> 
     own = _own_limitation(view, local, cfg)
     if own:
         return own
+    writable = _writable_peer(local)
+    if writable:
+        return writable
     candidate = _requested_candidate(view, local)
     if candidate == local.name:
-        # A manual failover names us: the API already checked the candidate. Only a server that still
-        # accepts writes stops us (a lease that etcd ended early while the old primary demoted).
-        return next((why for p in local.peers if p.name != local.name and (why := accepts_writes(p))), None)
+        return None  # a manual failover names us: the API already checked the candidate
     if candidate is not None and _candidate_can_promote(view, local, candidate, cfg):
         return f"a manual failover names {candidate}"
     if quorum_active(view, cfg):
@@ -30,6 +31,12 @@ def ineligible_reason(view: ClusterView, local: LocalState, cfg: HaSettings) -> 
         if why:
             return why
     return None
+
+
+def _writable_peer(local: LocalState) -> str | None:
+    """Why a server we asked may still accept writes: then nobody promotes, not even a candidate a
+    manual failover names (a lease that etcd ended early while the old primary ran or demoted)."""
+    return next((why for p in local.peers if p.name != local.name and (why := accepts_writes(p))), None)
 
 
 def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
@@ -108,9 +115,6 @@ def _quorum_problem(view: ClusterView, local: LocalState, cfg: HaSettings) -> st
     for peer in local.peers:
         if peer.name == local.name or not peer.reachable:
             continue
-        writable = accepts_writes(peer)
-        if writable:
-            return writable
         if view.member(peer.name) is None or peer.name not in voting or peer.name == leaving \
                 or tag_problem(peer.tags):
             continue  # the last leader gone from the DCS is asked only whether it accepts writes
@@ -180,9 +184,6 @@ def _candidate_can_promote(view: ClusterView, local: LocalState, name: str, cfg:
 def _peer_beats_us(peer: PeerStatus, view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:
     if peer.name == local.name or not peer.reachable:
         return None
-    writable = accepts_writes(peer)
-    if writable:
-        return writable
     if view.member(peer.name) is None:
         return None  # the last leader, gone from the DCS: asked only whether it still accepts writes
     fo = view.failover
