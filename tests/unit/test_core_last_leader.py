@@ -194,6 +194,12 @@ CUT_OFF_CASES = [
     ("paused, no other member known: nobody to promote", _primary(), PAUSE, ["Wait"]),
     ("a paused replica stays as it is", replace(_primary(peers=SILENCE), role=Role.REPLICA), PAUSE, ["Wait"]),
     ("not paused: demoted after retry_timeout whoever answers", _primary(peers=ANSWERS), HaSettings(), ["Demote"]),
+    # Frozen past its lease after a resume it could not see: a member promoted beside it meanwhile.
+    ("paused, but a member that answers accepts writes: demoted at once",
+     _primary(peers=(PeerStatus("n2", False), _answer("n3", role="replica", running=True, writable=True))), PAUSE,
+     ["Demote"]),
+    ("paused, a member answers that it runs as primary", _primary(peers=(_answer("n3", role="primary", running=True),)),
+     PAUSE, ["Demote"]),
 ]
 
 

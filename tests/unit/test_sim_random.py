@@ -329,3 +329,18 @@ def test_a_primary_restarting_in_place_when_its_lease_is_revoked_stays_the_only_
     state.operator_request(kind="restart", name="node1", seconds=restart_after)
     state.safe()
     state.teardown()
+
+
+def test_a_paused_primary_cut_off_and_frozen_past_its_lease_demotes_when_it_thaws() -> None:
+    """A 4000-schedule campaign (async): the cluster paused and resumed while node1, the primary, was
+    cut off from the DCS (it never saw the resume, its fencer obeyed the paused order); then node1 was
+    frozen (docker pause) past its lease, and node2, unable to ask it, promoted. Thawed, node1 asked
+    the members, heard them answer and kept running beside node2. A paused primary without the DCS
+    now demotes when a member it asks accepts writes (the frozen node acknowledged nothing meanwhile)."""
+    state = FaultSchedule()
+    state.boot(mode="async")
+    state.pause_cluster(paused=True, seconds=1.0)
+    state.dcs_cut(cut=True, name="node1", seconds=2.0)
+    state.pause_node(name="node1", paused=3.0, seconds=1.0)
+    state.safe()
+    state.teardown()
