@@ -7,7 +7,7 @@ from appliance.core import retry
 from appliance.core.election import diverged, ineligible_reason, switchover_due
 from appliance.core.failover_key import switchover_actions
 from appliance.core.model import ClusterView, Member, PgState, ReplicationState, Role
-from appliance.core.probes import accepts_writes
+from appliance.core.probes import writable_peer
 from appliance.core.state import DataDir, HaSettings, LocalState
 from appliance.core.sync import sync_actions
 from appliance.core.timelines import reconciled_history
@@ -107,7 +107,7 @@ def _paused_without_dcs(local: LocalState) -> list[a.Action]:
     too (and hears that we run as primary, so it does not promote); when none does, we cannot know
     whether the pause still holds. A member that accepts writes itself promoted after a resume we
     could not see, while nobody could ask us (docker pause of this node past our lease)."""
-    beside = next((why for p in local.peers if p.name != local.name and (why := accepts_writes(p))), None)
+    beside = writable_peer(local)
     if beside:
         return [a.Demote(f"paused without the DCS, but {beside}: the cluster was resumed and it took over",
                          mode=a.DemoteMode.IMMEDIATE, release=False)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from appliance.core.candidates import sync_problem, tag_problem
 from appliance.core.failover_key import scheduled_epoch
 from appliance.core.model import ClusterView, PgState, Role
-from appliance.core.probes import accepts_writes
+from appliance.core.probes import writable_peer
 from appliance.core.state import HaSettings, LocalState, PeerStatus
 from appliance.core.timelines import forked_elsewhere, replica_problem
 from appliance.core.wal import wal_lag
@@ -16,7 +16,7 @@ def ineligible_reason(view: ClusterView, local: LocalState, cfg: HaSettings) -> 
     own = _own_limitation(view, local, cfg)
     if own:
         return own
-    writable = _writable_peer(local)
+    writable = writable_peer(local)  # then nobody promotes, not even a candidate a manual failover names
     if writable:
         return writable
     candidate = _requested_candidate(view, local)
@@ -31,12 +31,6 @@ def ineligible_reason(view: ClusterView, local: LocalState, cfg: HaSettings) -> 
         if why:
             return why
     return None
-
-
-def _writable_peer(local: LocalState) -> str | None:
-    """Why a server we asked may still accept writes: then nobody promotes, not even a candidate a
-    manual failover names (a lease that etcd ended early while the old primary ran or demoted)."""
-    return next((why for p in local.peers if p.name != local.name and (why := accepts_writes(p))), None)
 
 
 def _own_limitation(view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:

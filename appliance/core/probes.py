@@ -77,3 +77,8 @@ def accepts_writes(answer: PeerStatus) -> str | None:
     if runs_as_primary(answer):
         return f"{answer.name} is still running as primary"
     return None
+
+
+def writable_peer(local: LocalState) -> str | None:
+    """Why a server we asked may still accept writes (``accepts_writes`` of the first such answer)."""
+    return next((why for p in local.peers if p.name != local.name and (why := accepts_writes(p))), None)
