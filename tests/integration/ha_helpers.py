@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
@@ -13,6 +14,7 @@ import psycopg
 from appliance.core.model import ClusterView
 from appliance.dcs.etcd import EtcdDCS
 from appliance.demo.cluster import DemoCluster
+from tests.support.cluster import demo_cluster
 
 T = TypeVar("T")
 
@@ -21,6 +23,14 @@ def sql(dsn: str, query: str, params: tuple[Any, ...] | None = None, timeout: in
     with psycopg.connect(dsn, connect_timeout=timeout, autocommit=True) as conn:
         cur = conn.execute(query, params)
         return cur.fetchall() if cur.description else []
+
+
+@contextmanager
+def ledger_cluster() -> Iterator[DemoCluster]:
+    """A three-node demo with the ``ledger`` table the fault tests' writers fill (torn down after)."""
+    with demo_cluster(timeout=240) as c:
+        sql(c.dsn("primary"), "CREATE TABLE ledger(id bigint PRIMARY KEY)")
+        yield c
 
 
 def try_write(dsn: str, value: int) -> bool:

@@ -13,6 +13,7 @@ from tests.integration.ha_helpers import (
     api_get,
     fence_counts,
     healthy,
+    ledger_cluster,
     lost_writes,
     patch_config,
     published_lease_expiry,
@@ -30,8 +31,7 @@ TTL = 5
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[DemoCluster]:
-    with demo_cluster(timeout=240) as c:
-        sql(c.dsn("primary"), "CREATE TABLE ledger(id bigint PRIMARY KEY)")
+    with ledger_cluster() as c:
         yield c
 
 

@@ -14,6 +14,7 @@ from tests.integration.ha_helpers import (
     Ledger,
     api_get,
     healthy,
+    ledger_cluster,
     lost_writes,
     patch_config,
     read_view,
@@ -21,15 +22,13 @@ from tests.integration.ha_helpers import (
     wait_until,
     writable_poller,
 )
-from tests.support.cluster import demo_cluster
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[DemoCluster]:
-    with demo_cluster(timeout=240) as c:
-        sql(c.dsn("primary"), "CREATE TABLE ledger(id bigint PRIMARY KEY)")
+    with ledger_cluster() as c:
         yield c
 
 

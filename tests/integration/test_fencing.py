@@ -17,23 +17,21 @@ from tests.integration.ha_helpers import (
     Ledger,
     WritablePoller,
     healthy,
+    ledger_cluster,
     lost_writes,
     patch_config,
     program_pid,
     read_view,
-    sql,
     wait_until,
     writable_poller,
 )
-from tests.support.cluster import demo_cluster
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[DemoCluster]:
-    with demo_cluster(timeout=240) as c:
-        sql(c.dsn("primary"), "CREATE TABLE ledger(id bigint PRIMARY KEY)")
+    with ledger_cluster() as c:
         yield c
 
 

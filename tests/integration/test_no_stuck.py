@@ -25,6 +25,7 @@ from tests.integration.ha_helpers import (
     fence_counts,
     haproxy_chkdown,
     healthy,
+    ledger_cluster,
     lost_writes,
     patch_config,
     program_pid,
@@ -33,7 +34,6 @@ from tests.integration.ha_helpers import (
     wait_until,
     writable_poller,
 )
-from tests.support.cluster import demo_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +42,7 @@ START_TIMEOUT = 10  # primary_start_timeout for these tests
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[DemoCluster]:
-    with demo_cluster(timeout=240) as c:
-        sql(c.dsn("primary"), "CREATE TABLE ledger(id bigint PRIMARY KEY)")
+    with ledger_cluster() as c:
         yield c
 
 
