@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.channel.local import LocalChannels
-from appliance.channel.state import IntentOutcome, RetryDoc, ScheduledRestartDoc
+from appliance.channel.state import RetryDoc, ScheduledRestartDoc
 from appliance.config import Effective, LocalLayers, bootstrap_dynamic, build_local, load_local, resolve
 from appliance.config.dynamic import DynamicResult
 from appliance.config.errors import ConfigError, Problem
@@ -22,7 +22,7 @@ from appliance.config.security import insecure_channels
 from appliance.core import actions as a
 from appliance.core import probes, retry, states
 from appliance.core.election import replication_problem
-from appliance.core.intents import IntentRequest, IntentRound, ScheduledRestart
+from appliance.core.intents import IntentRequest, ScheduledRestart
 from appliance.core.model import ClusterView, Member, Role
 from appliance.core.plan import plan_tick
 from appliance.core.state import HaSettings, JobResult, LocalState
@@ -38,6 +38,7 @@ from appliance.manager.memory import Memory
 from appliance.manager.peers import PeerFetcher, fetch_peers
 from appliance.manager.pgops import PgOps
 from appliance.manager.publish import member_value, state_doc
+from appliance.manager.requests import RequestDesk
 from appliance.manager.settings import api_url, ha_settings, hba_lines
 from appliance.net.http import Client, client_for
 from appliance.postgres.status import PgStatus
@@ -82,6 +83,7 @@ class Manager:
                                  key_confirmed=lambda: self.fencing.key_confirmed(self.lease_ok_at,
                                                                                   self.dcs.lease_ttl),
                                  key_lost=self.fencing.key_lost, stopping=lambda: self.stopping)
+        self.requests = RequestDesk(self.executor, self.jobs, self.events, lambda: self.wall())
         self.lease_ok_at: float | None = None
         self.dcs_last_seen: float | None = None
         self.stopping = False  # set from the SIGTERM handler: decide() takes nothing over from then on
@@ -94,8 +96,6 @@ class Manager:
         self.last_status: PgStatus | None = None
         self._pending_result: JobResult | None = None
         self.config_path: str | None = None
-        self.outcomes: dict[str, IntentOutcome] = {}
-        self._intent_jobs: dict[str, str] = {}
         self.scheduled_restart: ScheduledRestart | None = None
         self.transition: states.Step | None = None
         self.loop_count = 0
@@ -188,9 +188,7 @@ class Manager:
         self.fence_status = fencing = self.fencing.status()
         result = self.jobs.take_result() or self._pending_result
         self._pending_result = None
-        if result is not None and result.job in self._intent_jobs:
-            self._outcome(self._intent_jobs.pop(result.job), result.job, "done" if result.ok else "failed",
-                          result.detail)
+        self.requests.job_finished(result)
         job = self.jobs.running
         memory = self.memory
         result = memory.after_job(result, view, status, job, now, self.name)
@@ -259,7 +257,7 @@ class Manager:
         requests = [IntentRequest(i.kind, i.params, i.id) for i in taken]
         plan = plan_tick(view, local, self.ha, requests, self.scheduled_restart)
         self.scheduled_restart = plan.requests.schedule
-        actions = [act for act, _ in self._serve(plan.requests)]  # outcomes, and the requests that run
+        actions = [act for act, _ in self.requests.serve(plan.requests)]  # outcomes, and the requests that run
         actions += plan.actions  # decide()'s, unless a request runs
         for act, ok in self.executor.run(list(plan.actions)):
             if isinstance(act, a.Promote):
@@ -282,32 +280,6 @@ class Manager:
         elif step.action is not None:
             self.events.emit("transition", f"{step.source} -> {step.target}: {step.row.why if step.row else ''}",
                              source=step.source.value, target=step.target.value, action=step.action.__name__)
-
-    # --- operator intents --------------------------------------------------------------------------
-    def _outcome(self, intent_id: str, kind: str, status: str, reason: str = "") -> None:
-        self.outcomes[intent_id] = {"kind": kind, "status": status, "reason": reason, "at": self.wall()}
-        while len(self.outcomes) > 50:
-            self.outcomes.pop(next(iter(self.outcomes)))
-        self.events.emit("intent", f"{kind}: {status}{': ' + reason if reason else ''}", intent=intent_id)
-
-    def _serve(self, plan: IntentRound) -> list[tuple[a.Action, bool]]:
-        """Carry out this tick's operator requests as core.intents.plan_round decided them, and
-        publish each outcome."""
-        results = self.executor.run(list(plan.first)) if plan.first else []
-        for decision in plan.decisions:
-            if decision.status != "run":
-                self._outcome(decision.id, decision.kind, decision.status, decision.reason)
-                continue
-            ran = self.executor.run(list(decision.actions))
-            results += ran
-            ok = all(done for _, done in ran)
-            job = self.jobs.running
-            if ok and job is not None:
-                self._intent_jobs[job] = decision.id
-                self._outcome(decision.id, decision.kind, "running")
-            else:
-                self._outcome(decision.id, decision.kind, "done" if ok else "failed")
-        return results
 
     def reload_config(self) -> bool:
         """Re-read the local configuration file (SIGHUP, POST /reload) and reload PostgreSQL."""
@@ -342,7 +314,7 @@ class Manager:
                         tags=local.tags, holder=self.holds_lock, lease_expires=expires, loop_started=started,
                         now=self.clock(), dcs_last_seen=self.dcs_last_seen, events=self.events.recent(50),
                         starting_as=starting_as)
-        doc["intents"] = self.outcomes
+        doc["intents"] = self.requests.outcomes
         doc["metrics"] = {
             "loop_count": self.loop_count,
             "loop_seconds_sum": self.loop_seconds_sum,
