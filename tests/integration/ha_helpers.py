@@ -323,3 +323,29 @@ def haproxy_chkdown(cluster: DemoCluster) -> dict[str, int]:
     rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
     return {r["svname"]: int(r.get("chkdown") or 0) for r in rows if r["pxname"] == "primary"
             and r["svname"] not in ("FRONTEND", "BACKEND")}
+
+
+def replication_report(cluster: DemoCluster) -> str:
+    """Each node's replication as PostgreSQL and its manager see it, with its last events (for the
+    message of a failed wait: a replica that runs but does not replay)."""
+    import json
+
+    lines = []
+    for node in cluster.nodes:
+        try:
+            rows = sql(cluster.node_dsn(node), "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, "
+                       "pg_last_wal_replay_lsn()::text, (SELECT timeline_id FROM pg_control_checkpoint()), "
+                       "(SELECT status || ' from ' || coalesce(sender_host, '?') || ' on timeline ' || received_tli "
+                       "FROM pg_stat_wal_receiver)")
+            lines.append(f"{node}: recovery, received, replayed, checkpoint timeline, receiver = {rows[0]}")
+        except Exception as exc:
+            lines.append(f"{node}: no answer from PostgreSQL ({exc})")
+        try:
+            doc = json.loads((cluster.layout.run_dir(node) / "state.json").read_text())
+        except (OSError, ValueError) as exc:
+            lines.append(f"  no manager state ({exc})")
+            continue
+        lines.append(f"  manager: postgres={doc.get('postgres')} job={doc.get('job')} ha_state={doc.get('ha_state')}")
+        for event in (doc.get("events") or [])[-12:]:
+            lines.append(f"  {event.get('ts')} {event.get('kind')}: {event.get('reason')}")
+    return "\n".join(lines)

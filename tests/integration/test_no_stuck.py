@@ -30,6 +30,7 @@ from tests.integration.ha_helpers import (
     patch_config,
     program_pid,
     read_view,
+    replication_report,
     sql,
     wait_until,
     writable_poller,
@@ -192,8 +193,11 @@ def _restart_everything(cluster: DemoCluster, marker: int) -> None:
     cluster.up(wait=True, timeout=180)
     leader = wait_until("a healthy cluster", lambda: healthy(cluster), 120)
     sql(cluster.dsn("primary"), "INSERT INTO ledger(id) VALUES (%s)", (marker,))
-    wait_until(f"every node replaying the write after the restart (leader {leader})",
-               lambda: _every_node_has(cluster, marker), 60)
+    try:
+        wait_until(f"every node replaying the write after the restart (leader {leader})",
+                   lambda: _every_node_has(cluster, marker), 60)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{replication_report(cluster)}") from None
     view = read_view(cluster)
     timelines = [h.timeline for h in view.history]
     leader_tl = next(m.timeline for m in view.members if m.name == view.leader_name)
