@@ -52,6 +52,15 @@ class Node:
     frozen_until: float | None = None  # the manager is SIGSTOPped until then
     up: bool = True  # False: the whole machine is off (crash)
     fencer_reported: float = -1.0
+    # A lease the DCS revoked early breaks its promise: its holder believes in the deadline of its
+    # last renewal until it reads again, while another node may rightly take the free key. That
+    # belief (this deadline, not a later one) is not counted; two writable nodes still are, except
+    # while the holder cannot be asked (``Simulation._revoked_and_unaskable``).
+    revoked_deadline: float | None = None
+
+    def believes_revoked(self, deadline: float | None) -> bool:
+        """``deadline`` is the one of the renewal whose lease the DCS revoked."""
+        return deadline is not None and deadline == self.revoked_deadline
 
 
 @dataclass
@@ -80,10 +89,6 @@ class Simulation:
         self.nodes: dict[str, Node] = {}
         self._layers: dict[str, LocalLayers] = {}  # each node's file read once (it never changes here)
         self.dcs_cut: set[str] = set()
-        # A lease the DCS revoked early breaks its promise: its holder believes in the deadline of
-        # its last renewal until it reads again, while another node may rightly take the free key.
-        # That belief (this deadline, not a later one) is not counted; two writable nodes still are.
-        self.revoked: dict[str, float | None] = {}
         # The node-local files (state document, lease order, fencer report) in memory: the same
         # documents the real processes exchange, without the file system (5x faster).
         self.states: dict[str, StateDoc] = {}
@@ -225,7 +230,7 @@ class Simulation:
         believers = [n.name for n in self.nodes.values() if n.manager is not None and n.up
                      and n.manager.fencing.holder and n.manager.fencing.deadline is not None
                      and n.manager.fencing.deadline > self.now
-                     and self.revoked.get(n.name, -1.0) != n.manager.fencing.deadline]
+                     and not n.believes_revoked(n.manager.fencing.deadline)]
         if len(believers) > 1:
             self.verdicts.add(self.now, f"two nodes believe they hold a valid lease: {believers}")
 
@@ -235,7 +240,7 @@ class Simulation:
         one of them may promote beside it until its fencer acts at that deadline."""
         node = self.nodes[name]
         deadline = node.manager.fencing.deadline if node.manager is not None else None
-        return (deadline is not None and self.revoked.get(name, -1.0) == deadline and deadline > self.now
+        return (node.believes_revoked(deadline) and deadline is not None and deadline > self.now
                 and (name in self.world.isolated or self.world.servers[name].frozen))
 
     def view(self) -> ClusterView:
@@ -332,7 +337,7 @@ class Simulation:
             self.store.revoke(row.lease)
             node = self.nodes.get(row.value)
             if node is not None and node.manager is not None:
-                self.revoked[row.value] = node.manager.fencing.deadline
+                node.revoked_deadline = node.manager.fencing.deadline
 
     def kill_postgres(self, name: str) -> None:
         self.world.servers[name].stop()
