@@ -205,7 +205,13 @@ def diverged(view: ClusterView, local: LocalState) -> bool:
             return local.wal_position > entry.lsn
     leader = view.member(view.leader_name)
     if leader is not None and leader.timeline is not None:
-        return local.timeline > leader.timeline
+        if local.timeline > leader.timeline:
+            return True
+        # The leader's lineage skipped our timeline (it promoted past a timeline another node
+        # created, PgOps reserving its ID): our WAL on it is not the leader's. Unless the history
+        # was trimmed (max_timelines_history) above it and only does not say.
+        return (local.timeline < leader.timeline and local.timeline > 1
+                and any(h.timeline < local.timeline for h in view.history))
     return False
 
 

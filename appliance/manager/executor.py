@@ -171,7 +171,7 @@ class Executor:
                 assert_never(act)
 
     def _promote(self, act: a.Promote) -> bool:
-        ok = self.ops.promote(strict_sync=act.strict_sync, timeout=act.timeout)
+        ok = self.ops.promote(strict_sync=act.strict_sync, timeout=act.timeout, history=act.history)
         if ok:
             history = self.ops.timeline_history(act.history, self.dcs.name)
             if act.keep_history > 0:

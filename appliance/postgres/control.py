@@ -24,6 +24,7 @@ from appliance.postgres import files, provision, slots
 from appliance.postgres.config import ConnInfo, PgConfig
 from appliance.postgres.controldata import ControlData, DataDirState, data_dir_state, parse_controldata
 from appliance.postgres.errors import PgError
+from appliance.postgres.history import Switch, history_path, reserved_timelines
 from appliance.postgres.process import (
     Runner,
     cluster_pids,
@@ -290,6 +291,18 @@ class PostgresControl:
         except ProcessLookupError:
             return False
         return True
+
+    def reserve_timelines(self, switches: tuple[Switch, ...], current: int) -> list[int]:
+        """Write the history files of timelines others created from ``current`` on (history.
+        reserved_timelines) that pg_wal lacks, before a promotion; never replaces a file. Returns
+        the timelines written."""
+        written = []
+        for timeline, text in sorted(reserved_timelines(switches, current).items()):
+            path = history_path(self.cfg.data_dir, timeline)
+            if not os.path.exists(path):
+                files.write_file(path, text, self.owner)
+                written.append(timeline)
+        return written
 
     def promote(self, timeout: float = 30.0, checkpoint: bool = True) -> bool:
         """Promote a running standby; True once it accepts writes. Checkpoints afterwards (unless

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from appliance.core.wal import parse_lsn
+from appliance.core.wal import format_lsn, parse_lsn
 
 Switch = tuple[int, int, str]  # (parent timeline, LSN where it ended, reason)
 
@@ -28,3 +28,20 @@ def parse_history(text: str) -> tuple[Switch, ...]:
             continue
         switches.append((int(parts[0]), lsn, parts[2].strip() if len(parts) > 2 else ""))
     return tuple(switches)
+
+
+def render_history(switches: tuple[Switch, ...]) -> str:
+    """A history file's text: one ``parent<TAB>LSN<TAB>reason`` line per switch, oldest first."""
+    return "".join(f"{tl}\t{format_lsn(lsn)}\t{' '.join(reason.split())}\n" for tl, lsn, reason in switches)
+
+
+def reserved_timelines(switches: tuple[Switch, ...], current: int) -> dict[int, str]:
+    """The history files (timeline -> text) of the timelines that the cluster's history says others
+    created from ``current`` or later: PostgreSQL promotes to the newest timeline whose history
+    file it finds, plus one. Without them, a node that never saw a timeline that another node
+    created (and then lost, before anyone followed it) would create it again from another point:
+    two different histories under one timeline ID, which neither streaming nor pg_rewind can tell
+    apart (PostgreSQL avoids that with a shared WAL archive, which the appliance may not have)."""
+    ordered = tuple(sorted(switches))
+    return {tl + 1: render_history(tuple(s for s in ordered if s[0] <= tl))
+            for tl, _lsn, _reason in ordered if tl >= current}

@@ -241,3 +241,26 @@ def test_start_right_after_a_postmaster_kill9(nodes: PgNodes) -> None:
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_promotion_skips_the_timelines_the_cluster_history_names(nodes: PgNodes) -> None:
+    """Another node promoted to timeline 2 (and 3) and was lost before this replica followed it: the
+    cluster's history in the DCS says so. Promoted, this replica must not create a second, different
+    timeline 2 (issue 11's whole-cluster restart: a replica promoted while stopping, and after the
+    restart another node promoted from the same timeline to the same ID; neither streaming nor
+    pg_rewind could tell the two apart and the first one stayed stuck)."""
+    primary, replica = nodes.new("alpha"), nodes.new("beta")
+    primary.initdb()
+    clone(primary, replica)
+    assert replica.status().timeline == 1
+    lsn = replica.status().wal_position
+    assert lsn is not None
+    elsewhere = ((1, lsn - 8, "no recovery target specified"), (2, lsn + 4096, "switchover"))
+    assert replica.reserve_timelines(elsewhere, 1) == [2, 3]
+    assert replica.reserve_timelines(elsewhere, 1) == []  # an existing file is never replaced
+    assert replica.promote(timeout=30)
+    st = replica.status()
+    assert (st.role, st.timeline) == ("primary", 4), nodes.log_tail(replica)
+    # Its own history names only its real parent: timeline 1, at its own switch point.
+    text = Path(replica.cfg.data_dir, "pg_wal", "00000004.history").read_text()
+    assert [line.split("\t")[0] for line in text.splitlines() if line.strip()] == ["1"]

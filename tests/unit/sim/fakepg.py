@@ -173,7 +173,7 @@ class SimPgOps:
     def checkpoint(self) -> None:
         return None
 
-    def promote(self, *, strict_sync: bool, timeout: float = 30.0) -> bool:
+    def promote(self, *, strict_sync: bool, timeout: float = 30.0, history: tuple[HistoryEntry, ...] = ()) -> bool:
         s = self.server
         if not s.answers or not s.in_recovery or s.data is None:
             return False
@@ -184,7 +184,9 @@ class SimPgOps:
         if strict_sync:
             s.ssn = STRICT_PLACEHOLDER
         data = s.data
-        s.data = dataclasses.replace(data, timeline=data.timeline + 1,
+        # PgOps reserves the timelines the cluster's history lists from ours on: the new one is past them.
+        newest = max([data.timeline, *(h.timeline + 1 for h in history if h.timeline >= data.timeline)])
+        s.data = dataclasses.replace(data, timeline=newest + 1,
                                      history=(*data.history, (data.timeline, data.lsn)))
         s.in_recovery, s.upstream, s.streaming = False, None, False
         self.memory.upstream = self.memory.ssn_set_lsn = None
