@@ -57,6 +57,7 @@ class Node:
     # belief (this deadline, not a later one) is not counted; two writable nodes still are, except
     # while the holder cannot be asked (``Simulation._revoked_and_unaskable``).
     revoked_deadline: float | None = None
+    unaskable_since_revocation: bool = False  # cut off or frozen at some step since then
 
     def believes_revoked(self, deadline: float | None) -> bool:
         """``deadline`` is the one of the renewal whose lease the DCS revoked."""
@@ -220,6 +221,10 @@ class Simulation:
 
     # --- invariants ------------------------------------------------------------------------------
     def _check_step(self) -> None:
+        for node in self.nodes.values():
+            if node.revoked_deadline is not None and (node.name in self.world.isolated
+                                                      or self.world.servers[node.name].frozen):
+                node.unaskable_since_revocation = True
         writable = self.world.writable()
         if len(writable) > 1:
             unaskable = [n for n in writable if self._revoked_and_unaskable(n)]
@@ -236,12 +241,13 @@ class Simulation:
 
     def _revoked_and_unaskable(self, name: str) -> bool:
         """The residual risk of a lease the DCS ended early (fencing.md): its holder still runs inside
-        the deadline of its last renewal, and the others cannot ask it (a partition, docker pause), so
-        one of them may promote beside it until its fencer acts at that deadline."""
+        the deadline of its last renewal, and the others could not ask it (a partition, docker pause,
+        at some moment since the revocation), so one of them may have promoted beside it; both
+        accept writes until its manager reads the DCS or its fencer acts at that deadline."""
         node = self.nodes[name]
         deadline = node.manager.fencing.deadline if node.manager is not None else None
         return (node.believes_revoked(deadline) and deadline is not None and deadline > self.now
-                and (name in self.world.isolated or self.world.servers[name].frozen))
+                and node.unaskable_since_revocation)
 
     def view(self) -> ClusterView:
         return self.observer.read()
@@ -338,6 +344,7 @@ class Simulation:
             node = self.nodes.get(row.value)
             if node is not None and node.manager is not None:
                 node.revoked_deadline = node.manager.fencing.deadline
+                node.unaskable_since_revocation = False
 
     def kill_postgres(self, name: str) -> None:
         self.world.servers[name].stop()
