@@ -28,6 +28,7 @@ class Memory:
         self.member_seen: dict[str, float] = {}  # when each member key was last seen (member_slots_ttl)
         self.remembered: tuple[Member, ...] = ()  # the members of the last read with a leader key
         self.leader_free_since: float | None = None
+        self._vacancy_sync: int | None = None  # the sync key's revision when we found the key free
 
     def track(self, view: ClusterView | None, name: str, status: PgStatus, job: str | None, now: float) -> None:
         # primary_start_timeout counts while the lock is held with PostgreSQL not running as the
@@ -46,9 +47,13 @@ class Memory:
             self.not_streaming_since = None
         self._track_leader(view)
         if view is not None:
-            free = view.leader is None
-            self.leader_free_since = (self.leader_free_since if self.leader_free_since is not None else now) \
-                if free else None
+            # A sync key written since we found the leader key free means a leader came and went
+            # between two of our reads: its replicas' WAL moved on, the vacancy starts again now.
+            sync = view.sync.mod_revision if view.sync is not None else None
+            if view.leader is not None:
+                self.leader_free_since = self._vacancy_sync = None
+            elif self.leader_free_since is None or sync != self._vacancy_sync:
+                self.leader_free_since, self._vacancy_sync = now, sync
 
     def _track_leader(self, view: ClusterView | None) -> None:
         """Remember the members of the last read that had a leader key (Patroni's old_cluster), and

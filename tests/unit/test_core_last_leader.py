@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from appliance.core.decide import decide
-from appliance.core.model import ClusterView, Failover, Leader, Member, Role
+from appliance.core.model import ClusterView, Failover, Leader, Member, Role, SyncState
 from appliance.core.probes import accepts_writes, probe_cut_off, probe_vanished
 from appliance.core.state import DataDir, HaSettings, LocalState, PeerStatus
 from appliance.manager.events import EventLog
@@ -231,3 +231,21 @@ def test_a_named_candidate_waits_only_for_a_server_that_still_accepts_writes() -
         ["AcquireLeader", "Promote"]
     acts = decide(named, _local(peers=(ahead, STALE_WRITABLE)), HaSettings())
     assert [x.kind for x in acts] == ["Wait"] and "n1's PostgreSQL still accepts writes" in acts[0].reason
+
+
+def test_the_vacancy_starts_again_when_a_leader_came_and_went_between_two_reads() -> None:
+    """A quorum vote needs an answer published after the leader key was found free. A leader that
+    took the key and lost it between two of our reads leaves a trace only in the sync key it wrote:
+    its replicas' WAL moved on meanwhile, so the vacancy starts again (a 4000-schedule campaign,
+    quorum-strict: an answer published during that leader's tenure counted as a vote)."""
+    memory, status = Memory(EventLog()), PgStatus(running=True)
+    key = SyncState(leader="n1", sync_standby=("n2",), quorum=1, mod_revision=60)
+    vacant = replace(_read(None, (_member("n2"),)), sync=key)
+    memory.track(vacant, "n2", status, None, 1.0)
+    memory.track(vacant, "n2", status, None, 2.0)
+    assert memory.leader_free_since == 1.0
+    rewritten = replace(vacant, sync=replace(key, leader="n3", mod_revision=70))  # n3 led in between
+    memory.track(rewritten, "n2", status, None, 3.0)
+    assert memory.leader_free_since == 3.0
+    memory.track(_read("n3", (_member("n2"),)), "n2", status, None, 4.0)
+    assert memory.leader_free_since is None

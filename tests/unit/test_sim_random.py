@@ -344,3 +344,42 @@ def test_a_paused_primary_cut_off_and_frozen_past_its_lease_demotes_when_it_thaw
     state.pause_node(name="node1", paused=3.0, seconds=1.0)
     state.safe()
     state.teardown()
+
+
+def test_a_quorum_vote_is_not_an_answer_from_a_leaders_tenure_we_never_saw() -> None:
+    """A 4000-schedule campaign (quorum, strict): node1 found the key free, node2 took it and lost it
+    (stopped) before node1's next read; node3's answer, published while node2 led, counted as a
+    vote "published since the vacancy", and node1 promoted without the WAL node3 had received since.
+    A sync key rewritten since the vacancy was found restarts it."""
+    state = FaultSchedule()
+    state.boot(mode="quorum-strict")
+    state.kill_postgres(name="node1", seconds=1.0)
+    state.stop_manager(name="node3", seconds=1.5, whole_node=False)
+    state.restart_all(order=["node1", "node2", "node3"], seconds=2.0)
+    state.stop_manager(name="node2", seconds=1.0, whole_node=False)
+    state.safe()
+    state.teardown()
+
+
+@pytest.mark.parametrize("steps", [
+    [("lease_revoked", {"seconds": 0.25}), ("freeze_manager", {"frozen": 1.0, "name": "node1", "seconds": 0.25}),
+     ("pause_node", {"name": "node1", "paused": 0.5, "seconds": 1.0}), ("excused", {})],
+    [("lease_revoked", {"seconds": 0.2}), ("lease_revoked", {"seconds": 1.75}), ("lease_revoked", {"seconds": 0.2}),
+     ("hang_postgres", {"hung": True, "name": "node1", "seconds": 0.2}),
+     ("pause_node", {"name": "node1", "paused": 0.5, "seconds": 0.25})],
+], ids=["frozen-manager", "hung-postgres"])
+def test_a_revoked_holder_paused_then_thawed_is_the_residual_risk(steps: list[tuple[str, dict[str, object]]]) -> None:
+    """A 4000-schedule campaign (async): node1's lease revoked, node1 paused (docker pause) so that
+    node2 could not ask it and promoted; node1 thawed and accepted writes beside node2 until its
+    manager read the DCS (0.1 s). The residual risk of fencing.md: counted apart, as long as it ends
+    before the deadline of node1's last renewal (the harness excused it only while node1 was still
+    unaskable). The second schedule no longer overlaps since the quorum vacancy fix changed its timing."""
+    state = FaultSchedule()
+    state.boot(mode="async")
+    for fault, args in steps:
+        if fault == "excused":
+            assert state.sim.verdicts.excused
+            continue
+        getattr(state, fault)(**args)
+        state.safe()
+    state.teardown()
