@@ -20,9 +20,9 @@ def ineligible_reason(view: ClusterView, local: LocalState, cfg: HaSettings) -> 
     if writable:
         return writable
     candidate = _requested_candidate(view, local)
-    if candidate == local.name:
+    if candidate == local.name and _named_caught_up(view, local, local.name, local.wal_position, cfg):
         return None  # a manual failover names us: the API already checked the candidate
-    if candidate is not None and _candidate_can_promote(view, local, candidate, cfg):
+    if candidate is not None and candidate != local.name and _candidate_can_promote(view, local, candidate, cfg):
         return f"a manual failover names {candidate}"
     if quorum_active(view, cfg):
         return _quorum_problem(view, local, cfg)
@@ -168,11 +168,31 @@ def _requested_candidate(view: ClusterView, local: LocalState) -> str | None:
 
 def _candidate_can_promote(view: ClusterView, local: LocalState, name: str, cfg: HaSettings) -> bool:
     """The member a manual failover names is alive and may promote itself: then the others wait
-    for it. One that may not (tagged nofailover, outside the sync set) is ignored, as Patroni does,
-    or nobody would ever take over."""
+    for it. One that may not (tagged nofailover, outside the sync set, behind in strict mode) is
+    ignored, as Patroni does, or nobody would ever take over."""
     sync_only = cfg.sync_only_for(switchover_in_force(view, local))
     return any(p.name == name and p.reachable and p.running and not tag_problem(p.tags)
-               and not sync_problem(view, name, sync_only) for p in local.peers)
+               and not sync_problem(view, name, sync_only) and _named_caught_up(view, local, name, p.wal_position, cfg)
+               for p in local.peers)
+
+
+def _named_caught_up(view: ClusterView, local: LocalState, name: str, position: int | None,
+                     cfg: HaSettings) -> bool:
+    """A switchover's candidate skips the WAL comparison: the leader carried the switchover out
+    after checking it, and its graceful stop sent every standby the same last WAL. Unless the leader
+    never did (its manager frozen, then its key expired, or the whole cluster restarted): in strict
+    synchronous mode a candidate that another member we heard is ahead of races like any other node
+    (a campaign found it promoting without 35 acknowledged writes, quorum strict)."""
+    if not (cfg.synchronous_mode_strict and switchover_in_force(view, local)):
+        return True
+    if position is None:
+        return False
+    if any(p.name != name and p.reachable and p.starting and p.wal_position is None for p in local.peers):
+        return False  # a member starting up (a whole-cluster restart) says its position in a moment
+    others = [p.wal_position for p in local.peers if p.name != name and p.reachable]
+    if local.name != name:
+        others.append(local.wal_position)
+    return not any(other is not None and other > position for other in others)
 
 
 def _peer_beats_us(peer: PeerStatus, view: ClusterView, local: LocalState, cfg: HaSettings) -> str | None:

@@ -249,3 +249,24 @@ def test_the_vacancy_starts_again_when_a_leader_came_and_went_between_two_reads(
     assert memory.leader_free_since == 3.0
     memory.track(_read("n3", (_member("n2"),)), "n2", status, None, 4.0)
     assert memory.leader_free_since is None
+
+
+@pytest.mark.parametrize(("peers", "eligible"), [
+    ((), True),  # nobody else answers: the switchover goes on
+    ((_answer("n3", role="replica", running=True, wal_position=1000),), True),  # the same last WAL
+    ((_answer("n3", role="replica", running=True, wal_position=1200),), False),  # n3 is ahead of us
+    # Starting up: the shortcut waits for its position, and the ordinary race does not (in quorum
+    # mode the votes do: test_sim_random's replay of the campaign's schedule).
+    ((_answer("n3", role="replica", starting=True),), True),
+    ((_answer("n3", role="replica"),), True),  # stopped: nothing to wait for
+])
+def test_a_switchovers_candidate_in_strict_mode_yields_to_a_member_ahead(peers: tuple[PeerStatus, ...],
+                                                                         eligible: bool) -> None:
+    """The leader may never have carried the switchover out (frozen, then the whole cluster
+    restarted): in strict synchronous mode the named candidate does not skip a member ahead of it."""
+    named = replace(RACE, failover=Failover(leader="n1", member="n2"))
+    cfg = HaSettings(synchronous_mode=True, synchronous_mode_strict=True)
+    acts = decide(named, _local(peers=peers, remembered=()), cfg)
+    assert ([x.kind for x in acts] == ["AcquireLeader", "Promote"]) is eligible, [x.reason for x in acts]
+    relaxed = decide(named, _local(peers=peers, remembered=()), HaSettings())  # not strict: Patroni's rule
+    assert [x.kind for x in relaxed] == ["AcquireLeader", "Promote"]

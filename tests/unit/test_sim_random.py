@@ -383,3 +383,26 @@ def test_a_revoked_holder_paused_then_thawed_is_the_residual_risk(steps: list[tu
         getattr(state, fault)(**args)
         state.safe()
     state.teardown()
+
+
+def test_a_switchover_the_leader_never_carried_out_names_no_winner_in_strict_mode() -> None:
+    """A 3000-schedule campaign (quorum, strict): a switchover to node1 was requested while the
+    leader's manager was frozen; its lease ran out, the whole cluster restarted, and node1, named by
+    the failover key that nobody had carried out, skipped every WAL comparison and promoted without
+    35 acknowledged writes that node3 held. In strict mode a named candidate now waits for members
+    that are starting and yields to one that is ahead."""
+    state = FaultSchedule()
+    state.boot(mode="quorum-strict")
+    state.pause_node(name="node1", paused=19.0, seconds=9.561054703181146)
+    state.hang_postgres(hung=False, name="node1", seconds=4.801286649979186)
+    state.freeze_manager(frozen=5.365279460734016, name="node1", seconds=3.0)
+    state.switchover(candidate="node1", seconds=2.389664836942728)
+    state.restart_all(order=["node3", "node1", "node2"], seconds=6.5210344037734345)
+    state.pause_cluster(paused=True, seconds=10.020179675576765)
+    state.pause_node(name="node1", paused=10.39590766190054, seconds=3.821756753223973)
+    state.hang_postgres(hung=True, name="node1", seconds=0.81208165212861)
+    state.freeze_manager(frozen=10.997074136577837, name="node2", seconds=0.8803636905379582)
+    state.switchover(candidate="node1", seconds=5.535637207178994)
+    state.restart_all(order=["node1", "node2", "node3"], seconds=3.5071294066300083)
+    state.safe()
+    state.teardown()
