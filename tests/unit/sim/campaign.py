@@ -33,7 +33,7 @@ def main() -> int:
     workers = []
     for i in range(jobs):
         seed = args.seed + i
-        env = {**os.environ, "SIM_EXAMPLES": str(share)}
+        env = {**os.environ, "SIM_EXAMPLES": str(share), "SIM_TIMEOUT": "0"}  # no pytest timeout mid-schedule
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "--show-capture=no",
                    f"--hypothesis-seed={seed}", "tests/unit/test_sim_random.py"]
         workers.append((seed, subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
