@@ -36,6 +36,12 @@ def view(leader: str | None = "n1", **kw: object) -> ClusterView:
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
+def led_by_n3(timeline: int, *history: HistoryEntry) -> ClusterView:
+    """A view whose leader n3 runs as primary on ``timeline``, with the DCS ``history``."""
+    return view(leader="n3", history=history,
+                members=(member("n1"), member("n2"), member("n3", role="primary", timeline=timeline)))
+
+
 def replica(name: str = "n2", **kw: object) -> LocalState:
     base = LocalState(name=name, now=100.0, data_dir=DataDir.VALID, sysid=SYSID, running=True,
                       role=Role.REPLICA, timeline=1, wal_position=1000, replication_state="streaming",
@@ -186,29 +192,24 @@ CASES = [
      view(leader="n2", members=(member("n1"), member("n2", role="primary", timeline=3))),
      primary(running=False, role=None, was_primary=True, rewound_from=("n2", 2)), CFG, ["Rewind"]),
     ("still diverged after a rewind from this leader and timeline: re-clone",
-     view(leader="n3", history=(HistoryEntry(1, 900, "x"),),
-          members=(member("n1"), member("n2"), member("n3", role="primary", timeline=2))),
+     led_by_n3(2, HistoryEntry(1, 900, "x")),
      replica(replication_state="in archive recovery", following="n3", leader_alive=True, rewound_from=("n3", 2)),
      CFG, ["Reinitialize"]),
     # The leader promoted past our timeline (reserved, another node created it): its lineage skips it.
     ("our timeline is not in the leader's lineage: diverged",
-     view(leader="n3", history=(HistoryEntry(1, 900, "x"),),
-          members=(member("n1"), member("n2"), member("n3", role="primary", timeline=3))),
+     led_by_n3(3, HistoryEntry(1, 900, "x")),
      replica(timeline=2, wal_position=950, history=(HistoryEntry(1, 900, "x"),),
              replication_state="in archive recovery", following="n3", leader_alive=True), CFG, ["Rewind"]),
     ("a history trimmed above our timeline says nothing: just follow",
-     view(leader="n3", history=(HistoryEntry(3, 2000, "x"),),
-          members=(member("n1"), member("n2"), member("n3", role="primary", timeline=4))),
+     led_by_n3(4, HistoryEntry(3, 2000, "x")),
      replica(timeline=2, wal_position=950, replication_state="in archive recovery", following="n3",
              leader_alive=True), CFG, ["Wait"]),
     ("same timeline number, another fork point: diverged",
-     view(leader="n3", history=(HistoryEntry(1, 900, "x"),),
-          members=(member("n1"), member("n2"), member("n3", role="primary", timeline=2))),
+     led_by_n3(2, HistoryEntry(1, 900, "x")),
      replica(timeline=2, wal_position=5000, history=(HistoryEntry(1, 1200, "x"),),
              replication_state="in archive recovery", following="n3", leader_alive=True), CFG, ["Rewind"]),
     ("same timeline and the same fork point: just follow",
-     view(leader="n3", history=(HistoryEntry(1, 900, "x"),),
-          members=(member("n1"), member("n2"), member("n3", role="primary", timeline=2))),
+     led_by_n3(2, HistoryEntry(1, 900, "x")),
      replica(timeline=2, wal_position=5000, history=(HistoryEntry(1, 900, "x"),),
              replication_state="in archive recovery", following="n3", leader_alive=True), CFG, ["Wait"]),
     ("the leader writes the timelines the DCS history misses",
