@@ -244,8 +244,8 @@ class PgOps:
     def promote(self, *, strict_sync: bool, timeout: float = 30.0, history: tuple[HistoryEntry, ...] = ()) -> bool:
         """Promote the standby; ``history`` (the cluster's, from the DCS) reserves the timelines other
         nodes created from ours on, so that PostgreSQL picks a timeline ID nobody used."""
-        current = self.monitor.status().timeline
-        if history and current is not None:
+        current = self.monitor.status().timeline if history else None  # no query when nothing to reserve
+        if current is not None:
             reserved = self.control.reserve_timelines(tuple((h.timeline, h.lsn, h.reason) for h in history), current)
             if reserved:
                 log.warning("timelines %s were created elsewhere from our timeline %s: promoting past them",
